@@ -1,0 +1,35 @@
+# Fresh machine:  make setup && . .venv/bin/activate && snakemake --profile lab
+# Tests:          make test
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+PROFILE_DIR := $(HOME)/.config/snakemake
+
+.PHONY: setup profile lab test test-fast bench clean
+
+setup: $(VENV)/.installed profile
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+# `snakemake --profile lab` looks in ~/.config/snakemake, not in profiles/: link ours there.
+profile:
+	@mkdir -p $(PROFILE_DIR)
+	@if [ -e $(PROFILE_DIR)/lab ] && [ ! -L $(PROFILE_DIR)/lab ]; then \
+		echo "error: $(PROFILE_DIR)/lab exists and is not slimlab's link; move it away first" >&2; exit 1; fi
+	ln -sfn $(CURDIR)/profiles/lab $(PROFILE_DIR)/lab
+
+lab: setup
+	$(BIN)/snakemake --profile lab
+
+test: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+test-fast: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m "not slow"
+
+clean:
+	rm -rf results .snakemake

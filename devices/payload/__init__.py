@@ -1,0 +1,1 @@
+"""The scripts slimlab pushes to a device. They import nothing from slimlab."""

@@ -1,0 +1,17 @@
+"""scikit-learn's 1,797 8x8 digits: a smaller data set for quick experiments and tests."""
+
+import numpy as np
+
+from slimlab import hookimpl
+
+
+def load_digits():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    return (bunch.images[..., None] / 16.0).astype(np.float32), bunch.target
+
+
+@hookimpl
+def register_datasets(register):
+    register("digits", load_digits)

@@ -1,0 +1,1 @@
+"""The device lab: inventory, transports, runners and benchmark records."""

@@ -1,0 +1,132 @@
+"""Recipes -> a plan of artifact paths.
+
+Each step's path segment encodes its stage and the params that differ from
+the stage's defaults, under the path of the step before it. Recipes with a
+common prefix therefore name the same files, and Snakemake builds them once;
+changing one param renames only that step and what follows it.
+"""
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from pydantic_core import to_jsonable_python
+
+from slimlab import registry
+from slimlab.errors import ConfigError, PluginError
+
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._=,@+-]{1,96}$")
+
+
+@dataclass(frozen=True)
+class Deployable:
+    recipe: str
+    format: str
+    artifact: str  # path under results/artifacts
+
+
+@dataclass
+class Plan:
+    steps: dict[str, dict] = field(default_factory=dict)  # artifact path -> step payload
+    recipes: dict[str, list[str]] = field(default_factory=dict)
+    deployables: list[Deployable] = field(default_factory=list)
+
+    def step(self, artifact: str) -> dict:
+        try:
+            return self.steps[artifact]
+        except KeyError:
+            raise ConfigError(f"no recipe step produces results/artifacts/{artifact}") from None
+
+
+def _format_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def segment(name: str, changed: dict) -> str:
+    """``stage`` or ``stage@k=v,...``; a hash stands in when values are long or path-unsafe."""
+    if not changed:
+        return name
+    text = f"{name}@" + ",".join(f"{k}={_format_value(v)}" for k, v in sorted(changed.items()))
+    if _SAFE_SEGMENT.match(text):
+        return text
+    digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{name}@{digest}"
+
+
+def dataset_segment(dataset: dict) -> str:
+    """``mnist@seed=42,test=0.2,val=0.1``: a different split never reuses another's artifacts."""
+    return segment(dataset["name"], {
+        "seed": dataset["seed"], "val": dataset["val_fraction"], "test": dataset["test_fraction"],
+    })
+
+
+def parse_step(raw, where: str) -> tuple[str, dict]:
+    """A step is ``"stage"`` or ``{"stage": {params}}``."""
+    if isinstance(raw, str):
+        return raw, {}
+    if isinstance(raw, dict) and len(raw) == 1:
+        (name, params), = raw.items()
+        if params is None or isinstance(params, dict):
+            return name, dict(params or {})
+    raise ConfigError(f"{where}: a step is a stage name or a one-key mapping 'stage: {{params}}', got {raw!r}")
+
+
+def resolve_params(name: str, params: dict, config: dict) -> dict:
+    merged = dict(config.get("stage_defaults", {}).get(name, {}))
+    if name == "train" and "model" in config:
+        merged.setdefault("model", config["model"])
+    merged.update(params)
+    return merged
+
+
+def build_plan(config: dict) -> Plan:
+    """Validate every recipe against the registered stages and lay out its artifact paths."""
+    stages = registry.stages()
+    plan = Plan()
+    for recipe, raw_steps in config["recipes"].items():
+        path, kind, paths = dataset_segment(config["dataset"]), None, []
+        for index, raw in enumerate(raw_steps):
+            where = f"recipes.{recipe}[{index}]"
+            name, params = parse_step(raw, where)
+            try:
+                stage = registry.lookup(stages, name, "stage")
+            except PluginError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            if index == 0 and not stage.is_source:
+                raise ConfigError(f"{where}: a recipe starts with a source stage such as 'train', not {name!r}")
+            if index > 0 and kind not in stage.inputs:
+                takes = ", ".join(stage.inputs) or "nothing (it starts a recipe)"
+                raise ConfigError(f"{where}: stage {name!r} takes {takes}; the step before it produces {kind}")
+            path = _add_step(plan, path, stage, params, config, where)
+            kind = stage.output
+            paths.append(path)
+        plan.recipes[recipe] = paths
+        for fmt in config["formats"]:
+            if kind != fmt:
+                # Not yet in this format: append the converter step, which must accept this kind.
+                stage = stages.get(f"convert.{fmt}")
+                if stage is None or kind not in stage.inputs:
+                    raise ConfigError(f"formats: recipe {recipe!r} ends in a {kind} model and no stage converts {kind} to {fmt}")
+                deploy = _add_step(plan, path, stage, {}, config, f"stage_defaults.{stage.name}")
+            else:
+                deploy = path
+            plan.deployables.append(Deployable(recipe, fmt, deploy))
+    return plan
+
+
+def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, where: str) -> str:
+    resolved = stage.validate(resolve_params(stage.name, params, config), where).model_dump(mode="json")
+    defaults = {
+        name: to_jsonable_python(field.get_default(call_default_factory=True))
+        for name, field in stage.params.model_fields.items()
+        if not field.is_required()
+    }
+    changed = {k: v for k, v in resolved.items() if k not in defaults or defaults[k] != v}
+    path = f"{parent}/{segment(stage.name, changed)}"
+    plan.steps[path] = {"stage": stage.name, "params": resolved, "dataset": config["dataset"]}
+    return path

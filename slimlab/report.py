@@ -1,0 +1,106 @@
+"""Gather sidecars and bench records into one table, and render the summary page."""
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from slimlab.artifacts import Artifact
+from slimlab.atomic import atomic_path, write_bytes
+
+
+def rows(deployables: list[dict]) -> pd.DataFrame:
+    """One row per (recipe, format, device, threads); deployables without records keep one empty-latency row."""
+    out = []
+    for item in deployables:
+        artifact = Artifact.load(item["sidecar"])
+        meta = artifact.meta
+        base = {
+            "recipe": item["recipe"],
+            "format": item["format"],
+            "lineage": " → ".join(step["stage"] for step in meta["lineage"]),
+            "artifact": str(artifact.dir),
+            "size_bytes": meta["size"]["bytes"],
+            "gzip_bytes": meta["size"]["gzip_bytes"],
+            "params": meta["params"]["count"],
+            "nonzero_params": meta["params"]["nonzero"],
+            "sparsity": meta["sparsity"],
+            "accuracy": meta["accuracy"]["test"],
+            "accuracy_val": meta["accuracy"]["val"],
+        }
+        records = [json.loads(Path(p).read_text()) for p in item.get("records", [])]
+        if not records:
+            out.append(base)
+        for record in records:
+            latency = record["latency"]
+            out.append({
+                **base,
+                "device": record["device"],
+                "threads": record["settings"]["threads"],
+                "runtime": record["raw"]["runtime"],
+                "status": record["status"],
+                "latency_median_ms": latency["median_ms"],
+                "latency_p90_ms": latency["p90_ms"],
+                "latency_mean_ms": latency["mean_ms"],
+                "latency_std_ms": latency["std_ms"],
+                "latency_cv": latency["cv"],
+                "latency_min_ms": latency["min_ms"],
+                "runs": latency["n"],
+                "init_ms": record["raw"]["init_ms"],
+            })
+    return pd.DataFrame(out)
+
+
+def plot_accuracy_vs_latency(table: pd.DataFrame, path: Path) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    measured = table.dropna(subset=["latency_median_ms"]) if "latency_median_ms" in table else table.iloc[0:0]
+    scale = 600 / max(float(measured["size_bytes"].max()), 1.0) if len(measured) else 1.0
+    for (device, fmt), group in measured.groupby(["device", "format"]):
+        ax.scatter(group["latency_median_ms"], 100 * group["accuracy"], s=20 + group["size_bytes"] * scale,
+                   alpha=0.6, label=f"{fmt} on {device}")
+        for _, row in group.iterrows():
+            ax.annotate(f"{row['recipe']} t{row['threads']}", (row["latency_median_ms"], 100 * row["accuracy"]),
+                        fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("median latency (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy vs latency (marker area ∝ size on disk)")
+    if len(measured):
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write(deployables: list[dict], outdir: Path) -> pd.DataFrame:
+    outdir = Path(outdir)
+    table = rows(deployables)
+    with atomic_path(outdir / "summary.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(outdir / "summary.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    png = plot_accuracy_vs_latency(table, outdir / "accuracy_vs_latency.png")
+    shown = table.drop(columns=["artifact", "lineage"], errors="ignore")
+    html = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>slimlab summary</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}</style></head>
+<body><h1>slimlab summary</h1>
+<p>{len(table)} rows: every recipe × format × device × thread count. Accuracy is measured on the test split
+in the deployed format; latency is the median of the timed runs on the device.</p>
+<img alt="accuracy vs latency" src="data:image/png;base64,{base64.b64encode(png).decode()}">
+{shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")}
+</body></html>
+"""
+    write_bytes(outdir / "summary.html", html.encode())
+    return table

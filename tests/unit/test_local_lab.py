@@ -1,0 +1,71 @@
+"""The local transport and the python runner, on this host."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from slimlab.errors import DeviceError
+from slimlab.lab import bench
+from slimlab.registry import runners, transports
+
+SETTINGS = {"threads": [1], "warmup": 2, "runs": 25, "min_seconds": 0.0, "timeout_s": 120}
+
+
+@pytest.fixture
+def device(tmp_path):
+    return {"name": "here", "transport": "local", "runner": "python", "runtimes": ["tflite"],
+            "workdir": str(tmp_path / "device"), "python": None}
+
+
+def test_push_is_content_addressed_and_happens_once(device, tmp_path):
+    local = tmp_path / "weights file.bin"
+    local.write_bytes(os.urandom(4096))
+    transport = transports()["local"](device)
+    remote = transport.push(local)
+    assert remote.startswith(str(tmp_path / "device" / "blobs")) and remote.endswith(".bin")
+    first_mtime = os.stat(remote).st_mtime_ns
+    assert transport.push(local) == remote
+    assert os.stat(remote).st_mtime_ns == first_mtime
+    with open(remote, "r+b") as f:  # a damaged copy on the device is replaced, not trusted
+        f.write(b"\0\0\0\0")
+    transport.push(local)
+    assert open(remote, "rb").read() == local.read_bytes()
+
+
+def test_run_passes_arguments_verbatim_and_times_out(device):
+    transport = transports()["local"](device)
+    hostile = "x; touch pwned && echo $HOME 'quoted'"
+    result = transport.run([sys.executable, "-c", "import sys; print(sys.argv[1])", hostile], timeout=30)
+    assert result.returncode == 0 and result.stdout.strip() == hostile
+    assert not (transport.workdir / "pwned").exists()
+    with pytest.raises(DeviceError, match="device 'here': .* timed out after 0.5s"):
+        transport.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.5)
+
+
+def test_bench_record_has_raw_latencies_and_summary(device, tiny_artifacts, tmp_path):
+    out = tmp_path / "record.json"
+    record = bench.run(device, tiny_artifacts["int8"].sidecar, 1, SETTINGS, out)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    assert record["status"] == "ok" and record["device"] == "here"
+    assert len(record["raw"]["latencies_ms"]) == record["latency"]["n"] >= 25
+    assert record["latency"]["median_ms"] > 0
+    assert record["latency"]["min_ms"] <= record["latency"]["median_ms"] <= record["latency"]["p90_ms"]
+    assert record["raw"]["runtime"].startswith("ai_edge_litert")
+    assert record["artifact_sha256"] == tiny_artifacts["int8"].sha256
+    assert record["settings"]["threads"] == 1
+
+
+def test_minimum_duration_extends_the_run(device, tiny_artifacts, tmp_path):
+    record = bench.run(device, tiny_artifacts["fp32"].sidecar, 1, {**SETTINGS, "runs": 1, "min_seconds": 0.3},
+                       tmp_path / "r.json")
+    # One run was asked for, but the loop must also fill 0.3 s.
+    assert record["latency"]["n"] > 10
+
+
+def test_payload_failure_is_a_device_error(device, tiny_artifacts, tmp_path):
+    broken = {**device, "python": str(tmp_path / "no-such-python")}
+    runner = runners()["python"](broken, transports()["local"](broken))
+    with pytest.raises(DeviceError, match="device 'here': cannot run .*no-such-python"):
+        runner.measure(tiny_artifacts["fp32"], 1, SETTINGS)

@@ -1,0 +1,66 @@
+# Config validation, the recipe plan and path helpers shared by every rule file.
+import json
+import re
+import sys
+
+from slimlab import config as slimlab_config
+from slimlab import recipes, registry
+from slimlab.errors import SlimlabError
+
+ARTIFACTS = "results/artifacts"
+BENCH = "results/bench"
+LOGS = "results/logs"
+REPORT = "results/report"
+
+try:
+    slimlab_config.validate(config, "config.schema.yaml", "config")
+    PLAN = recipes.build_plan(config)
+    INVENTORY = slimlab_config.load_inventory(config["lab"]["inventory"])
+    for _name in config["lab"]["devices"]:
+        if _name not in INVENTORY:
+            raise SlimlabError(f"lab.devices: {_name!r} is not in {config['lab']['inventory']}")
+        registry.lookup(registry.transports(), INVENTORY[_name]["transport"], f"transport of device {_name!r}")
+        registry.lookup(registry.runners(), INVENTORY[_name]["runner"], f"runner of device {_name!r}")
+except SlimlabError as exc:
+    # One line, no traceback: the message names the bad key or file.
+    sys.exit(f"slimlab: error: {exc}")
+
+DEVICES = {name: INVENTORY[name] for name in config["lab"]["devices"]}
+
+_SOURCE_STAGES = "|".join(re.escape(n) for n, s in registry.stages().items() if s.is_source)
+SOURCE_STEP = rf"(?:{_SOURCE_STAGES})(?:@[^/]+)?"
+CONVERT_STEP = r"convert\.[^/@]+(?:@[^/]+)?"
+COMPRESS_STEP = rf"(?!convert\.)(?!(?:{_SOURCE_STAGES})(?:@|$))[^/]+"
+
+
+def sidecar(artifact):
+    return f"{ARTIFACTS}/{artifact}/artifact.json"
+
+
+def step_json(wildcards):
+    """The step payload for the artifact this job builds, as JSON for the CLI."""
+    artifact = "/".join(v for k, v in wildcards.items() if k in ("dataset", "parent", "step"))
+    try:
+        return json.dumps(PLAN.step(artifact), sort_keys=True)
+    except SlimlabError as exc:
+        raise WorkflowError(str(exc))
+
+
+def bench_records(device, artifact_format, artifact):
+    """Records for one deployable on one device: one per thread count, if the device has the runtime."""
+    if artifact_format not in device["runtimes"]:
+        return []
+    threads = device.get("threads", config["bench"]["threads"])
+    return [f"{BENCH}/{device['name']}/{artifact}/threads-{n}.json" for n in threads]
+
+
+def deployables():
+    return [
+        {
+            "recipe": d.recipe,
+            "format": d.format,
+            "sidecar": sidecar(d.artifact),
+            "records": [r for device in DEVICES.values() for r in bench_records(device, d.format, d.artifact)],
+        }
+        for d in PLAN.deployables
+    ]

@@ -1,0 +1,19 @@
+# Compression stages (prune, quantize, cluster, distill, ...): any registered stage
+# applied to the artifact of the step before it. A new stage plugin needs no new rule.
+
+
+rule compress:
+    input:
+        ARTIFACTS + "/{parent}/artifact.json",
+    output:
+        ARTIFACTS + "/{parent}/{step}/artifact.json",
+    wildcard_constraints:
+        parent=r".+",
+        step=COMPRESS_STEP,
+    params:
+        step=step_json,
+    threads: 4
+    log:
+        LOGS + "/{parent}/{step}.log",
+    shell:
+        "slimlab run-step --threads {threads} --step {params.step:q} --input {input:q} --output {output:q} > {log:q} 2>&1"

@@ -1,0 +1,19 @@
+# Deployment conversions (convert.<format>): appended to a recipe for each format it
+# is not already in.
+
+
+rule convert:
+    input:
+        ARTIFACTS + "/{parent}/artifact.json",
+    output:
+        ARTIFACTS + "/{parent}/{step}/artifact.json",
+    wildcard_constraints:
+        parent=r".+",
+        step=CONVERT_STEP,
+    params:
+        step=step_json,
+    threads: 4
+    log:
+        LOGS + "/{parent}/{step}.log",
+    shell:
+        "slimlab run-step --threads {threads} --step {params.step:q} --input {input:q} --output {output:q} > {log:q} 2>&1"

@@ -1,0 +1,1 @@
+"""JSON Schemas (YAML) for the config and the device inventory; installed as ``slimlab.schemas``."""
