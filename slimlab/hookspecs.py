@@ -33,3 +33,8 @@ def register_transports(register):
 @hookspec
 def register_runners(register):
     """Register device runners: ``register(name, factory)``; ``factory(device, transport) -> Runner``."""
+
+
+@hookspec
+def register_energy_probes(register):
+    """Register energy probes: ``register(name, factory)``; ``factory(device, transport) -> EnergyProbe``."""

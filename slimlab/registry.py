@@ -9,6 +9,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import pkgutil
 import sys
 from functools import cache
 from pathlib import Path
@@ -18,20 +19,17 @@ import pluggy
 from slimlab import hookspecs
 from slimlab.errors import PluginError
 
-BUILTIN_PLUGINS = (
-    "slimlab.plugins.mnist",
-    "slimlab.plugins.digits",
-    "slimlab.plugins.cnn",
-    "slimlab.plugins.train",
-    "slimlab.plugins.quantize_int8",
-    "slimlab.plugins.convert_tflite",
-    "slimlab.plugins.local_transport",
-    "slimlab.plugins.python_runner",
-)
 ENTRY_POINT_GROUP = "slimlab"
 
 # plugin name -> the distribution that installed it, for ``slimlab plugins``
 _distributions: dict[str, importlib.metadata.Distribution] = {}
+
+
+def builtin_plugins() -> list[str]:
+    """Every module of the ``slimlab.plugins`` package (the repo's ``plugins/`` folder)."""
+    import slimlab.plugins
+
+    return sorted(f"slimlab.plugins.{m.name}" for m in pkgutil.iter_modules(slimlab.plugins.__path__))
 
 
 def plugins_dir() -> Path:
@@ -58,7 +56,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
 
 
 def _load_plugin_files(pm: pluggy.PluginManager, folder: Path) -> None:
-    builtin_stems = {name.rsplit(".", 1)[1] for name in BUILTIN_PLUGINS}
+    builtin_stems = {name.rsplit(".", 1)[1] for name in builtin_plugins()}
     if not folder.is_dir():
         return
     for path in sorted(folder.glob("*.py")):
@@ -82,7 +80,7 @@ def plugin_manager() -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     _load_entry_points(pm)
     _load_plugin_files(pm, plugins_dir())
-    for name in BUILTIN_PLUGINS:
+    for name in builtin_plugins():
         _register(pm, importlib.import_module(name), name)
     try:
         pm.check_pending()
