@@ -2,7 +2,7 @@
 
 import inspect
 
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from slimlab import hookimpl, registry
 from slimlab.stages import Stage, StageParams
@@ -21,10 +21,19 @@ class TrainParams(StageParams):
         build = registry.models().get(self.model)
         if build is None:
             raise ValueError(f"unknown model {self.model!r}; registered: {', '.join(sorted(registry.models()))}")
+        signature = inspect.signature(build)
         try:
-            inspect.signature(build).bind(None, None, **self.model_params)
+            signature.bind(None, None, **self.model_params)
         except TypeError as exc:
             raise ValueError(f"model_params do not fit model {self.model!r}: {exc}") from None
+        for name, value in self.model_params.items():
+            annotation = signature.parameters[name].annotation
+            if annotation is not inspect.Parameter.empty:
+                try:
+                    TypeAdapter(annotation).validate_python(value)
+                except ValidationError as exc:
+                    problem = exc.errors()[0]["msg"]
+                    raise ValueError(f"model_params.{name} of model {self.model!r}: {problem}") from None
         return self
 
 

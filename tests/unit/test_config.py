@@ -111,3 +111,13 @@ def test_cli_validate_prints_one_line(tmp_path):
     assert done.stderr.startswith("slimlab: error: recipes.int8[1]: invalid params for stage 'quantize.int8'")
     ok = slimlab("validate", str(REPO / "config/config.yaml"))
     assert ok.returncode == 0 and "2 recipes" in ok.stdout
+
+
+@pytest.mark.parametrize("model_params, expected", [
+    ({"conv": "sepparable"}, "model_params.conv of model 'cnn': Input should be 'standard', 'separable' or 'factorized'"),
+    ({"width": 0}, "model_params.width of model 'cnn': Input should be greater than 0"),
+])
+def test_model_params_are_type_checked_at_config_load(model_params, expected):
+    with pytest.raises(ConfigError) as err:
+        check(with_recipe([{"train": {"model_params": model_params}}]))
+    assert expected in str(err.value)
