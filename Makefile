@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[test]'
+	# pnnx declares torch (gigabytes of CUDA wheels) but its binary needs none for ONNX input.
+	$(BIN)/pip install --no-deps pnnx==20261020
 	touch $@
 
 # `snakemake --profile lab` looks in ~/.config/snakemake, not in profiles/: link ours there.

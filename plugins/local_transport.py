@@ -7,7 +7,7 @@ from pathlib import Path
 from slimlab import hookimpl
 from slimlab.artifacts import sha256_file
 from slimlab.errors import DeviceError
-from slimlab.lab.transport import CommandResult, Transport
+from slimlab.lab.transport import CommandResult, DeviceTimeout, DeviceToolError, Transport
 
 
 class LocalTransport(Transport):
@@ -34,9 +34,9 @@ class LocalTransport(Transport):
         try:
             done = subprocess.run(argv, cwd=self.workdir, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise DeviceError(f"device {self.name!r}: {Path(argv[0]).name} timed out after {timeout:g}s") from None
+            raise DeviceTimeout(f"device {self.name!r}: {Path(argv[0]).name} timed out after {timeout:g}s") from None
         except OSError as exc:
-            raise DeviceError(f"device {self.name!r}: cannot run {argv[0]}: {exc.strerror}") from None
+            raise DeviceToolError(f"device {self.name!r}: cannot run {argv[0]}: {exc.strerror}") from None
         return CommandResult(done.returncode, done.stdout, done.stderr)
 
 

@@ -1,4 +1,9 @@
-"""python: push slimlab's payload script and the model, run the payload with the device's Python."""
+"""python: push slimlab's payload and the model's files, run the payload with the device's Python.
+
+One payload (``devices/payload/bench.py``) times every runtime it knows
+(tflite, ncnn, mnn, onnx) with the same loop; the artifact's kind picks the
+runtime, and the config's ``bench.options.<kind>`` goes along as its options.
+"""
 
 import json
 import sys
@@ -6,8 +11,18 @@ from importlib import resources
 
 from slimlab import hookimpl
 from slimlab.errors import DeviceError
+from slimlab.payload.bench import RESULT_PREFIX, RUNTIMES
 
-PAYLOADS = {"tflite": "bench_tflite.py"}
+PAYLOAD = "bench.py"
+
+
+def ncnn_input_shape(artifact) -> list[int]:
+    """An ncnn param file carries no input shape: the sidecar's NHWC shape, channel-first as convert.ncnn made it."""
+    batch, *sample = artifact.meta["input_shape"]
+    if len(sample) == 3:
+        height, width, channels = sample
+        return [batch, channels, height, width]
+    return [batch, *sample]
 
 
 class PythonRunner:
@@ -15,27 +30,38 @@ class PythonRunner:
         self.device = device
         self.transport = transport
 
+    def fail(self, message: str) -> DeviceError:
+        return DeviceError(f"device {self.device['name']!r}: {message}")
+
     def measure(self, artifact, threads: int, settings: dict) -> dict:
-        script = PAYLOADS.get(artifact.kind)
-        if script is None:
-            raise DeviceError(f"device {self.device['name']!r}: the python runner cannot run {artifact.kind} models")
-        with resources.as_file(resources.files("slimlab.payload") / script) as local_script:
+        kind = artifact.kind
+        if kind not in RUNTIMES:
+            raise self.fail(f"the python runner cannot run {kind} models (it runs {', '.join(RUNTIMES)})")
+        if kind not in self.device["runtimes"]:
+            raise self.fail(f"has no {kind} runtime (its inventory entry lists runtimes: {', '.join(self.device['runtimes'])})")
+        with resources.as_file(resources.files("slimlab.payload") / PAYLOAD) as local_script:
             remote_script = self.transport.push(local_script)
-        remote_model = self.transport.push(artifact.path)
-        python = self.device.get("python") or sys.executable
+        # Each file is pushed under its own sha256 name, so they are passed in order, main first.
+        remote_files = [self.transport.push(path) for path in artifact.paths]
+        # A remote device has its own Python; only a local one can share slimlab's.
+        python = self.device.get("python") or (sys.executable if self.device["transport"] == "local" else "python3")
+        # No options for this kind means the runtime's defaults (the payload echoes what they were).
+        options = settings.get("options", {}).get(kind, {})
         argv = [
-            python, remote_script, "--model", remote_model, "--threads", str(threads),
-            "--warmup", str(settings["warmup"]), "--runs", str(settings["runs"]),
+            python, remote_script, "--runtime", kind, "--model", *remote_files, "--threads", str(threads),
+            "--options", json.dumps(options), "--warmup", str(settings["warmup"]), "--runs", str(settings["runs"]),
             "--min-seconds", str(settings["min_seconds"]),
         ]
+        if kind == "ncnn":
+            argv += ["--input-shape", ",".join(map(str, ncnn_input_shape(artifact)))]
         result = self.transport.run(argv, timeout=settings["timeout_s"])
         if result.returncode != 0:
             tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
-            raise DeviceError(f"device {self.device['name']!r}: payload exited {result.returncode}: {tail[0]}")
-        try:
-            return json.loads(result.stdout.strip().splitlines()[-1])
-        except (IndexError, json.JSONDecodeError):
-            raise DeviceError(f"device {self.device['name']!r}: payload printed no JSON result") from None
+            raise self.fail(f"payload exited {result.returncode}: {tail[0]}")
+        lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+        if not lines:
+            raise self.fail("payload printed no result line")
+        return json.loads(lines[-1].removeprefix(RESULT_PREFIX))
 
 
 @hookimpl

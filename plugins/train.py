@@ -1,12 +1,10 @@
 """train: build a registered architecture and train it. The source stage of every recipe."""
 
-import inspect
-
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from slimlab import hookimpl, registry
 from slimlab.stages import Stage, StageParams
-from slimlab.training import compile_and_fit
+from slimlab.training import build_model, compile_and_fit
 
 
 class TrainParams(StageParams):
@@ -18,29 +16,13 @@ class TrainParams(StageParams):
 
     @model_validator(mode="after")
     def _model_exists(self):
-        build = registry.models().get(self.model)
-        if build is None:
-            raise ValueError(f"unknown model {self.model!r}; registered: {', '.join(sorted(registry.models()))}")
-        signature = inspect.signature(build)
-        try:
-            signature.bind(None, None, **self.model_params)
-        except TypeError as exc:
-            raise ValueError(f"model_params do not fit model {self.model!r}: {exc}") from None
-        for name, value in self.model_params.items():
-            annotation = signature.parameters[name].annotation
-            if annotation is not inspect.Parameter.empty:
-                try:
-                    TypeAdapter(annotation).validate_python(value)
-                except ValidationError as exc:
-                    problem = exc.errors()[0]["msg"]
-                    raise ValueError(f"model_params.{name} of model {self.model!r}: {problem}") from None
+        registry.check_model(self.model, self.model_params)
         return self
 
 
 def train(_, params: TrainParams, ctx):
     """Train a registered architecture from scratch on the train split."""
-    build = registry.models()[params.model]
-    model = build(ctx.splits.input_shape, ctx.splits.num_classes, **params.model_params)
+    model = build_model(params.model, params.model_params, ctx.splits, ctx.seed)
     history = compile_and_fit(
         model, ctx.splits,
         epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate, seed=ctx.seed,

@@ -3,6 +3,10 @@
 The sidecar is written last, atomically, and records the model file's sha256,
 so a sidecar on disk means a complete model; a truncated or swapped model file
 is caught on load with a message that names it.
+
+A conversion that fails leaves a *failed* sidecar instead (``status: failed``
+and the converter's message, no model files): the report shows that
+(artifact, format) as failed and the rest of the run goes on.
 """
 
 import datetime as dt
@@ -47,6 +51,8 @@ class Artifact:
             raise ArtifactError(f"{sidecar}: artifact sidecar not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"{sidecar}: sidecar is not valid JSON ({exc})") from None
+        if meta.get("status") == "failed":
+            raise ArtifactError(f"{sidecar}: this conversion failed: {meta['error']}")
         if meta.get("kind") not in FORMATS:
             raise ArtifactError(f"{sidecar}: unknown artifact kind {meta.get('kind')!r}")
         artifact = cls(sidecar, meta)
@@ -64,6 +70,11 @@ class Artifact:
     @property
     def path(self) -> Path:
         return self.dir / FORMATS[self.kind].filename
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file of the model, the main one first (ncnn has a .param and a .bin)."""
+        return [self.dir / name for name in FORMATS[self.kind].filenames]
 
     @property
     def sha256(self) -> str:
@@ -89,13 +100,22 @@ class Artifact:
         return FORMATS[self.kind].load(self.path)
 
 
-def measure(kind: str, model, path: Path, splits) -> dict:
-    """Size, parameters, sparsity and held-out accuracy of a model, as stored in the sidecar."""
+def failure(sidecar: str | Path) -> str | None:
+    """The converter's message if ``sidecar`` records a failed conversion, else None."""
+    meta = json.loads(Path(sidecar).read_text())
+    return meta["error"] if meta.get("status") == "failed" else None
+
+
+def measure(kind: str, model, paths: list[Path], splits) -> dict:
+    """Size, parameters, sparsity and held-out accuracy of a model, as stored in the sidecar.
+
+    Parameter counts are None where the format's stored weights cannot be decoded.
+    """
     fmt = FORMATS[kind]
-    raw = path.read_bytes()
+    raw = b"".join(path.read_bytes() for path in paths)
     weights = fmt.weights(model)
-    count = int(sum(w.size for w in weights))
-    nonzero = int(sum(np.count_nonzero(w) for w in weights))
+    count = None if weights is None else int(sum(w.size for w in weights))
+    nonzero = None if weights is None else int(sum(np.count_nonzero(w) for w in weights))
     accuracy = {
         split: float(np.mean(np.argmax(fmt.predict(model, x), axis=-1) == y))
         for split, x, y in (("val", splits.x_val, splits.y_val), ("test", splits.x_test, splits.y_test))
@@ -103,7 +123,7 @@ def measure(kind: str, model, path: Path, splits) -> dict:
     return {
         "size": {"bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0))},
         "params": {"count": count, "nonzero": nonzero},
-        "sparsity": 1.0 - nonzero / count if count else 0.0,
+        "sparsity": 1.0 - nonzero / count if count else (None if weights is None else 0.0),
         "accuracy": accuracy,
     }
 
@@ -113,17 +133,46 @@ def write(out_dir: Path, kind: str, model, *, lineage: list[dict], dataset: dict
     fmt = FORMATS[kind]
     path = Path(out_dir) / fmt.filename
     fmt.save(model, path)
+    paths = [Path(out_dir) / name for name in fmt.filenames]
     meta = {
         "slimlab_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "kind": kind,
         "format": kind,
-        "files": {fmt.filename: {"bytes": path.stat().st_size, "sha256": sha256_file(path)}},
+        "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in paths},
         "lineage": lineage,
         "dataset": {**dataset, "sizes": splits.sizes()},
-        **measure(kind, model, path, splits),
+        # NHWC with a batch of one; formats without shape metadata (ncnn) need it to run.
+        "input_shape": [1, *splits.input_shape],
+        **measure(kind, model, paths, splits),
         "metrics": extra,
     }
     sidecar = Path(out_dir) / SIDECAR
     write_json(sidecar, meta)
     return Artifact(sidecar, meta)
+
+
+def write_failed(sidecar: Path, step: dict, input_sidecar: Path, error: str) -> None:
+    """Record that ``step`` could not convert ``input_sidecar``: no model, the converter's message."""
+    from slimlab import registry
+
+    stage = registry.lookup(registry.stages(), step["stage"], "stage")
+    parent = json.loads(Path(input_sidecar).read_text())
+    write_json(Path(sidecar), {
+        "slimlab_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "status": "failed",
+        "kind": stage.output,
+        "format": stage.output,
+        "error": error,
+        "lineage": [*parent.get("lineage", []), {"stage": step["stage"], "params": step["params"]}],
+        "files": {},
+    })
+
+
+def last_error(log: Path) -> str:
+    """The one-line ``slimlab: error:`` message of a failed job, else the log's last line."""
+    lines = [line.strip() for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line.removeprefix("slimlab: error: ") for line in lines if line.startswith("slimlab: error: ")]
+    return (errors or lines or ["the converter exited without a message"])[-1]
+

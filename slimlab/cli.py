@@ -4,6 +4,7 @@
     slimlab stages                       registered stages and their params
     slimlab validate CONFIG              check a config and its recipes
     slimlab run-step ...                 one recipe step (used by the workflow)
+    slimlab mark-failed ...              record a failed conversion (used by the workflow)
     slimlab bench ...                    one benchmark record (used by the workflow)
     slimlab report ...                   the summary tables and page (used by the workflow)
 """
@@ -65,6 +66,13 @@ def cmd_run_step(args) -> None:
     print(f"{artifact.sidecar}: {artifact.kind}, test accuracy {artifact.meta['accuracy']['test']:.4f}")
 
 
+def cmd_mark_failed(args) -> None:
+    from slimlab import artifacts
+
+    artifacts.write_failed(args.output, args.step, args.input, artifacts.last_error(args.log))
+    print(f"{args.output}: recorded the failed conversion")
+
+
 def cmd_bench(args) -> None:
     from slimlab import config
     from slimlab.lab import bench
@@ -73,7 +81,10 @@ def cmd_bench(args) -> None:
     if args.device not in devices:
         raise SlimlabError(f"{args.inventory}: no device named {args.device!r}")
     record = bench.run(devices[args.device], args.artifact, args.threads, args.settings, args.output)
-    print(f"{args.output}: median {record['latency']['median_ms']:.3f} ms over {record['latency']['n']} runs")
+    if record["status"] == "ok":
+        print(f"{args.output}: median {record['latency']['median_ms']:.3f} ms over {record['latency']['n']} runs")
+    else:
+        print(f"{args.output}: {record['status']}: {record['error']}")
 
 
 def cmd_report(args) -> None:
@@ -100,6 +111,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True, help="sidecar path of the new artifact")
     p.add_argument("--threads", type=int, default=1, help="CPU threads TensorFlow may use")
     p.set_defaults(func=cmd_run_step)
+
+    p = sub.add_parser("mark-failed", help="record a failed conversion so the report shows it and the run goes on")
+    p.add_argument("--step", type=_json_arg, required=True)
+    p.add_argument("--input", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--log", type=Path, required=True, help="the failed job's log; its last error line is kept")
+    p.set_defaults(func=cmd_mark_failed)
 
     p = sub.add_parser("bench", help="benchmark one artifact on one device")
     p.add_argument("--inventory", type=Path, required=True)

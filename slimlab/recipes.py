@@ -23,7 +23,8 @@ _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._=,@+-]{1,96}$")
 class Deployable:
     recipe: str
     format: str
-    artifact: str  # path under results/artifacts
+    artifact: str | None  # path under results/artifacts; None when no converter takes the recipe's output
+    unsupported: str | None = None
 
 
 @dataclass
@@ -107,16 +108,21 @@ def build_plan(config: dict) -> Plan:
             paths.append(path)
         plan.recipes[recipe] = paths
         for fmt in config["formats"]:
-            if kind != fmt:
-                # Not yet in this format: append the converter step, which must accept this kind.
-                stage = stages.get(f"convert.{fmt}")
-                if stage is None or kind not in stage.inputs:
-                    raise ConfigError(f"formats: recipe {recipe!r} ends in a {kind} model and no stage converts {kind} to {fmt}")
-                deploy = _add_step(plan, path, stage, {}, config, f"stage_defaults.{stage.name}")
-            else:
-                deploy = path
-            plan.deployables.append(Deployable(recipe, fmt, deploy))
+            plan.deployables.append(_deployable(plan, recipe, path, kind, fmt, config, stages))
     return plan
+
+
+def _deployable(plan: Plan, recipe: str, path: str, kind: str, fmt: str, config: dict, stages: dict) -> Deployable:
+    """The recipe's artifact in ``fmt``: itself, or a ``convert.<fmt>`` step appended to it."""
+    if kind == fmt:
+        return Deployable(recipe, fmt, path)
+    stage = stages.get(f"convert.{fmt}")
+    if stage is None:
+        raise ConfigError(f"formats: no stage converts to {fmt!r} (there is no 'convert.{fmt}' stage)")
+    if kind not in stage.inputs:
+        # Not every model converts to every format (an int8 TFLite model has no ncnn path): the report says so.
+        return Deployable(recipe, fmt, None, f"convert.{fmt} does not take a {kind} model")
+    return Deployable(recipe, fmt, _add_step(plan, path, stage, {}, config, f"stage_defaults.{stage.name}"))
 
 
 def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, where: str) -> str:

@@ -6,6 +6,7 @@ user plugin files in the plugins folder, then the built-ins, then
 """
 
 import importlib
+import inspect
 import importlib.metadata
 import importlib.util
 import os
@@ -15,6 +16,7 @@ from functools import cache
 from pathlib import Path
 
 import pluggy
+import pydantic
 
 from slimlab import hookspecs
 from slimlab.errors import PluginError
@@ -132,12 +134,36 @@ def runners() -> dict:
     return _collect("register_runners", "runner")
 
 
+@cache
+def energy_probes() -> dict:
+    return _collect("register_energy_probes", "energy probe")
+
+
 def lookup(table: dict, name: str, what: str):
     try:
         return table[name]
     except KeyError:
         known = ", ".join(sorted(table)) or "none"
         raise PluginError(f"unknown {what} {name!r}; registered: {known}") from None
+
+
+def check_model(name: str, params: dict) -> None:
+    """Raise ValueError unless ``name`` is a registered model whose builder takes ``params`` with these types."""
+    build = models().get(name)
+    if build is None:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(models()))}")
+    signature = inspect.signature(build)
+    try:
+        signature.bind(None, None, **params)
+    except TypeError as exc:
+        raise ValueError(f"model_params do not fit model {name!r}: {exc}") from None
+    for key, value in params.items():
+        annotation = signature.parameters[key].annotation
+        if annotation is not inspect.Parameter.empty:
+            try:
+                pydantic.TypeAdapter(annotation).validate_python(value)
+            except pydantic.ValidationError as exc:
+                raise ValueError(f"model_params.{key} of model {name!r}: {exc.errors()[0]['msg']}") from None
 
 
 def describe_plugins() -> list[dict]:

@@ -7,16 +7,28 @@ from pathlib import Path
 
 import pandas as pd
 
-from slimlab.artifacts import Artifact
+from slimlab.artifacts import Artifact, failure
 from slimlab.atomic import atomic_path, write_bytes
 
 
 def rows(deployables: list[dict]) -> pd.DataFrame:
-    """One row per (recipe, format, device, threads); deployables without records keep one empty-latency row."""
+    """One row per (recipe, format, device, threads); deployables without records keep one empty-latency row.
+
+    A failed conversion is one row with ``status: convert_failed`` and the converter's message.
+    """
     out = []
     for item in deployables:
+        if item.get("unsupported"):
+            out.append({"recipe": item["recipe"], "format": item["format"], "status": "unsupported",
+                        "error": item["unsupported"]})
+            continue
+        error = failure(item["sidecar"])
+        if error is not None:
+            out.append({"recipe": item["recipe"], "format": item["format"], "status": "convert_failed", "error": error})
+            continue
         artifact = Artifact.load(item["sidecar"])
         meta = artifact.meta
+        parity = meta["metrics"].get("parity")
         base = {
             "recipe": item["recipe"],
             "format": item["format"],
@@ -29,11 +41,17 @@ def rows(deployables: list[dict]) -> pd.DataFrame:
             "sparsity": meta["sparsity"],
             "accuracy": meta["accuracy"]["test"],
             "accuracy_val": meta["accuracy"]["val"],
+            "parity_agreement": parity["agreement"] if parity else None,
+            "parity_max_abs_diff_rel": parity["max_abs_diff_rel"] if parity else None,
+            "parity_failed": (not parity["passed"]) if parity else None,
         }
         records = [json.loads(Path(p).read_text()) for p in item.get("records", [])]
         if not records:
             out.append(base)
         for record in records:
+            if record["status"] != "ok":  # e.g. a device that could not run it: keep the reason
+                out.append({**base, "device": record["device"], "status": record["status"], "error": record.get("error")})
+                continue
             latency = record["latency"]
             out.append({
                 **base,
@@ -49,6 +67,7 @@ def rows(deployables: list[dict]) -> pd.DataFrame:
                 "latency_min_ms": latency["min_ms"],
                 "runs": latency["n"],
                 "init_ms": record["raw"]["init_ms"],
+                "options": json.dumps(record["raw"].get("options", {}), sort_keys=True),
             })
     return pd.DataFrame(out)
 

@@ -9,6 +9,14 @@ def keras():
     return tf_keras
 
 
+def build_model(name: str, params: dict, splits, seed: int):
+    """A registered architecture for this data set, with its initial weights drawn from ``seed``."""
+    from slimlab import registry
+
+    keras().utils.set_random_seed(seed)
+    return registry.models()[name](splits.input_shape, splits.num_classes, **params)
+
+
 def compile_and_fit(model, splits, *, epochs: int, batch_size: int, learning_rate: float, seed: int, callbacks=()):
     """Train on the train split with seeded shuffling; return per-epoch history for the sidecar."""
     k = keras()

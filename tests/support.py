@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The small data set unit tests train on (scikit-learn's 8x8 digits).
+DIGITS = {"name": "digits", "seed": 7, "val_fraction": 0.1, "test_fraction": 0.2}
 LAB_REQUIRED = os.environ.get("SLIMLAB_REQUIRE_LAB") == "1"
 
 

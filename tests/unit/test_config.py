@@ -26,7 +26,8 @@ def with_recipe(steps) -> dict:
 
 def test_default_config_is_valid():
     plan = check(DEFAULT)
-    assert set(plan.recipes) == {"baseline", "int8"}
+    assert {"baseline", "int8", "pruned_int8", "distilled", "product_order"} <= set(plan.recipes)
+    assert len(plan.deployables) == len(plan.recipes) * len(DEFAULT["formats"])
 
 
 @pytest.mark.parametrize(
@@ -81,8 +82,18 @@ def test_recipe_errors_name_the_step(steps, expected):
 def test_format_without_a_converter_is_rejected():
     cfg = copy.deepcopy(DEFAULT)
     cfg["formats"] = ["tflite", "coreml"]
-    with pytest.raises(ConfigError, match="recipe 'baseline' ends in a keras model and no stage converts keras to coreml"):
+    with pytest.raises(ConfigError, match="formats: no stage converts to 'coreml' \\(there is no 'convert.coreml' stage\\)"):
         check(cfg)
+
+
+def test_format_whose_converter_does_not_take_the_model_is_reported_not_fatal():
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["formats"] = ["tflite", "ncnn"]
+    plan = check(cfg)
+    by_key = {(d.recipe, d.format): d for d in plan.deployables}
+    assert by_key[("int8", "ncnn")].artifact is None
+    assert by_key[("int8", "ncnn")].unsupported == "convert.ncnn does not take a tflite model"
+    assert by_key[("baseline", "ncnn")].artifact.endswith("/convert.ncnn")
 
 
 def test_inventory_errors_name_device_and_key(tmp_path):
@@ -110,7 +121,7 @@ def test_cli_validate_prints_one_line(tmp_path):
     assert done.stderr.strip().count("\n") == 0
     assert done.stderr.startswith("slimlab: error: recipes.int8[1]: invalid params for stage 'quantize.int8'")
     ok = slimlab("validate", str(REPO / "config/config.yaml"))
-    assert ok.returncode == 0 and "2 recipes" in ok.stdout
+    assert ok.returncode == 0 and f"{len(DEFAULT['recipes'])} recipes" in ok.stdout
 
 
 @pytest.mark.parametrize("model_params, expected", [

@@ -8,7 +8,7 @@ from slimlab.errors import ConfigError
 from slimlab.formats import interpreter_class, predict_tflite
 from slimlab.registry import stages
 from slimlab.stages import run_step
-from tests.unit.conftest import DIGITS
+from tests.support import DIGITS
 
 
 def tensor_dtypes(model: bytes) -> set:

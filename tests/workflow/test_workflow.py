@@ -25,7 +25,12 @@ def workdir(tmp_path_factory):
         (root / name).symlink_to(REPO / name)
     shutil.copytree(REPO / "config", root / "config")
     cfg = yaml.safe_load((root / "config/config.yaml").read_text())
-    cfg["recipes"]["int8_float_io"] = ["train", {"quantize.int8": {"io": "float"}}]
+    # A small recipe set keeps this module fast; bench/compression.py's test runs them all.
+    cfg["recipes"] = {
+        "baseline": ["train"],
+        "int8": ["train", "quantize.int8"],
+        "int8_float_io": ["train", {"quantize.int8": {"io": "float"}}],
+    }
     write_config(root, cfg)
     return root
 
@@ -51,8 +56,9 @@ def test_recipes_sharing_train_train_once(workdir):
     counts = job_counts(done.stdout)
     assert counts["train"] == 1
     assert counts["compress"] == 2  # quantize.int8 with int8 and with float I/O
-    assert counts["convert"] == 1  # only the keras baseline needs convert.tflite
-    assert counts["bench_device_localhost"] == 3
+    # keras baseline -> tflite, ncnn, mnn; each int8 tflite -> mnn (ncnn takes no tflite: reported, not built)
+    assert counts["convert"] == 5
+    assert counts["bench_device_localhost"] == 7
     assert counts["report"] == 1
 
 
@@ -62,13 +68,19 @@ def test_full_tiny_run_reports_real_measurements(workdir):
     report = workdir / "results/report"
     table = pd.read_csv(report / "summary.csv")
     assert pd.read_parquet(report / "summary.parquet").shape == table.shape
-    rows = table.set_index("recipe")
-    assert set(rows.index) == {"baseline", "int8", "int8_float_io"}
-    assert (rows["device"] == "localhost").all() and (rows["status"] == "ok").all()
-    assert (rows["accuracy"] > 0.3).all()
-    assert (rows["latency_median_ms"] > 0).all() and (rows["runs"] >= 10).all()
-    assert rows.loc["int8", "size_bytes"] < 0.5 * rows.loc["baseline", "size_bytes"]
-    assert rows.loc["baseline", "lineage"] == "train → convert.tflite"
+    rows = table.set_index(["recipe", "format"])
+    measured = rows[rows["status"] == "ok"]
+    assert {("baseline", "tflite"), ("baseline", "ncnn"), ("baseline", "mnn"), ("int8", "tflite")} <= set(measured.index)
+    assert (measured["device"] == "localhost").all()
+    assert (measured["latency_median_ms"] > 0).all() and (measured["runs"] >= 10).all()
+    # Every format's accuracy is measured in its own runtime; float conversions agree with Keras.
+    baseline = measured.loc["baseline"]
+    assert (baseline["accuracy"] > 0.3).all() and not baseline.loc[["ncnn", "mnn"], "parity_failed"].any()
+    assert measured.loc[("int8", "tflite"), "size_bytes"] < 0.5 * measured.loc[("baseline", "tflite"), "size_bytes"]
+    assert measured.loc[("baseline", "tflite"), "lineage"] == "train → convert.tflite"
+    # What cannot be built or trusted is said, not hidden.
+    assert rows.loc[("int8", "ncnn"), "status"] == "unsupported"
+    assert rows.loc[("int8", "ncnn"), "error"] == "convert.ncnn does not take a tflite model"
     html = (report / "summary.html").read_text()
     assert "<table" in html and "data:image/png;base64," in html
     assert (report / "accuracy_vs_latency.png").read_bytes()[:4] == b"\x89PNG"
@@ -86,7 +98,8 @@ def test_changing_a_quantize_param_reruns_only_its_descendants(workdir):
     write_config(workdir, cfg)
     done = snakemake(workdir, "-n")
     assert done.returncode == 0, done.stderr
-    assert job_counts(done.stdout) == {"compress": 1, "bench_device_localhost": 1, "report": 1, "all": 1}
+    # quantize.int8 itself, its MNN conversion, and their two records
+    assert job_counts(done.stdout) == {"compress": 1, "convert": 1, "bench_device_localhost": 2, "report": 1, "all": 1}
 
 
 def test_bad_config_is_one_clear_line(workdir, tmp_path):

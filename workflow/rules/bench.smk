@@ -1,6 +1,10 @@
 # Benchmarks: one rule per device, so each carries a resource named after its device
 # (device_<name> = 1): one device never runs two benchmarks at once, while
-# different devices run in parallel.
+# different devices run in parallel. Across concurrent snakemake runs, each job
+# also holds results/lab/locks/<device>.lock while it measures (slimlab/lab/lock.py).
+# A job whose device is offline, times out or whose tool fails exits non-zero
+# (keep-going lets the other devices finish), leaves no record, and writes
+# threads-<n>.failed.json with the reason and its tag; the next run retries it.
 
 for _device in DEVICES.values():
     _resource = "device_" + re.sub(r"\W", "_", _device["name"])

@@ -55,8 +55,11 @@ def bench_records(device, artifact_format, artifact):
 
 
 def deployables():
+    """What the report reads: every deployable's sidecar and records, or why it has none."""
     return [
-        {
+        {"recipe": d.recipe, "format": d.format, "unsupported": d.unsupported}
+        if d.artifact is None
+        else {
             "recipe": d.recipe,
             "format": d.format,
             "sidecar": sidecar(d.artifact),

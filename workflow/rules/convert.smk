@@ -1,5 +1,9 @@
 # Deployment conversions (convert.<format>): appended to a recipe for each format it
 # is not already in.
+#
+# A converter that fails does not stop the run: the job then writes a *failed* sidecar
+# holding the converter's one-line message (`slimlab mark-failed`). The report
+# shows that (artifact, format) as convert_failed; bench jobs skip it.
 
 
 rule convert:
@@ -17,3 +21,4 @@ rule convert:
         LOGS + "/{parent}/{step}.log",
     shell:
         "slimlab run-step --threads {threads} --step {params.step:q} --input {input:q} --output {output:q} > {log:q} 2>&1"
+        " || slimlab mark-failed --step {params.step:q} --input {input:q} --output {output:q} --log {log:q}"

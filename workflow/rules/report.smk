@@ -3,8 +3,8 @@
 
 rule report:
     input:
-        sidecars=[d["sidecar"] for d in deployables()],
-        records=[r for d in deployables() for r in d["records"]],
+        sidecars=[d["sidecar"] for d in deployables() if "sidecar" in d],
+        records=[r for d in deployables() for r in d.get("records", [])],
     output:
         parquet=REPORT + "/summary.parquet",
         csv=report(REPORT + "/summary.csv", caption="../report/summary.rst", category="Summary"),

@@ -1,0 +1,146 @@
+"""convert.onnx / convert.ncnn / convert.mnn: accuracy in each runtime, parity, layout, failures."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from slimlab import registry
+from slimlab.artifacts import Artifact, failure, write_failed
+from slimlab.errors import ArtifactError
+from slimlab.formats import FORMATS
+from tests.support import DIGITS
+
+FAITHFUL = [("convert.onnx", "keras"), ("convert.ncnn", "keras"), ("convert.mnn", "keras"), ("convert.mnn", "fp32")]
+CONVERTERS = FAITHFUL
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_artifacts, tmp_path_factory):
+    from slimlab.stages import run_step
+
+    root = tmp_path_factory.mktemp("converted")
+    return {
+        (stage, source): run_step({"stage": stage, "params": {}, "dataset": DIGITS},
+                                  tiny_artifacts[source].sidecar, root / f"{stage}-{source}" / "artifact.json")
+        for stage, source in CONVERTERS
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, source", FAITHFUL)
+def test_conversion_records_parity_and_its_own_accuracy(converted, tiny_artifacts, stage, source):
+    artifact = Artifact.load(converted[stage, source].sidecar)
+    parity = artifact.meta["metrics"]["parity"]
+    assert parity["samples"] == artifact.meta["dataset"]["sizes"]["test"]
+    assert parity["passed"], parity
+    assert parity["agreement"] >= 0.995 and parity["max_abs_diff_rel"] <= 1e-3
+    # Accuracy comes from the converted model run in its own runtime, on the stored files.
+    fmt = FORMATS[artifact.kind]
+    from slimlab.data import load_spec
+
+    splits = load_spec(DIGITS)
+    predicted = np.argmax(fmt.predict(fmt.load(artifact.path), splits.x_test), -1)
+    assert artifact.meta["accuracy"]["test"] == pytest.approx(np.mean(predicted == splits.y_test))
+    source_accuracy = tiny_artifacts[source].meta["accuracy"]["test"]
+    assert abs(artifact.meta["accuracy"]["test"] - source_accuracy) <= 0.01
+
+
+def test_quantized_tflite_to_mnn_is_refused_clearly(tiny_artifacts, tmp_path):
+    """MNN 3.6.1 reads int8 scales as NaN or crashes on quantized TFLite: refuse before trying."""
+    from slimlab.stages import run_step
+
+    with pytest.raises(ArtifactError, match="convert.mnn: MNN 3.6.1 cannot convert quantized TFLite models"):
+        run_step({"stage": "convert.mnn", "params": {}, "dataset": DIGITS}, tiny_artifacts["int8"].sidecar,
+                 tmp_path / "artifact.json")
+
+
+def test_parity_flags_a_conversion_that_changed_the_model(tiny_artifacts):
+    from slimlab import parity
+    from slimlab.data import load_spec
+
+    wrong = FORMATS["keras"].load(tiny_artifacts["keras"].path)
+    wrong.set_weights([np.random.default_rng(0).permutation(w.ravel()).reshape(w.shape) for w in wrong.get_weights()])
+    x = load_spec(DIGITS).x_test
+    result = parity.compare(tiny_artifacts["keras"], "keras", wrong, x, quantized=False)
+    assert not result["passed"] and result["agreement"] < 0.98
+    same = parity.compare(tiny_artifacts["keras"], "keras", FORMATS["keras"].load(tiny_artifacts["keras"].path), x,
+                          quantized=False)
+    assert same["passed"] and same["agreement"] == 1.0 and same["max_abs_diff"] == 0.0
+
+
+@pytest.mark.slow
+def test_ncnn_artifact_keeps_both_files_and_counts_real_weights(converted, tiny_artifacts):
+    artifact = converted["convert.ncnn", "keras"]
+    assert sorted(artifact.meta["files"]) == ["model.ncnn.bin", "model.ncnn.param"]
+    assert [p.name for p in artifact.paths] == ["model.ncnn.param", "model.ncnn.bin"]
+    assert artifact.meta["params"]["count"] == tiny_artifacts["keras"].meta["params"]["count"]
+    (artifact.dir / "model.ncnn.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(ArtifactError, match="model.ncnn.bin"):
+        Artifact.load(artifact.sidecar)
+
+
+def _random_model(input_shape):
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(3)
+    layers = tf_keras.layers
+    return tf_keras.Sequential([
+        layers.Input(input_shape),
+        layers.Conv2D(4, 3, activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(6, (3, 5), activation="relu"),
+        layers.Flatten(),  # NHWC flatten order: a transposed input would scramble the dense weights
+        layers.Dense(10),
+    ])
+
+
+@pytest.mark.parametrize("stage", ["convert.tflite", "convert.onnx", "convert.ncnn", "convert.mnn"])
+def test_non_square_rgb_input_is_not_transposed(stage):
+    """20x28x3: an H/W swap or a missing NHWC->NCHW transpose changes the logits."""
+    x = np.random.default_rng(0).random((32, 20, 28, 3), dtype=np.float32)
+    source = SimpleNamespace(kind="keras", model=_random_model((20, 28, 3)), lineage=[])
+    recorded = {}
+    ctx = SimpleNamespace(splits=SimpleNamespace(x_test=x), record=recorded.update)
+    found = registry.stages()[stage]
+    found.run(source, found.params(), ctx)
+    parity = recorded["parity"]
+    assert parity["max_abs_diff_rel"] <= 1e-3, parity
+    assert parity["agreement"] >= 0.995
+
+
+def test_corrupt_model_gives_a_converter_error(tmp_path):
+    garbage = SimpleNamespace(kind="onnx", model=b"this is not an onnx model", lineage=[])
+    ctx = SimpleNamespace(splits=SimpleNamespace(x_test=np.zeros((1, 8, 8, 1), np.float32)), record=dict)
+    for stage in ("convert.mnn", "convert.ncnn"):
+        found = registry.stages()[stage]
+        with pytest.raises(ArtifactError, match=rf"^{stage}: "):
+            found.run(garbage, found.params(), ctx)
+
+
+def test_failed_conversion_leaves_a_readable_failed_sidecar(tiny_artifacts, tmp_path):
+    sidecar = tmp_path / "artifact.json"
+    step = {"stage": "convert.mnn", "params": {"fp16": False, "weight_quant_bits": 0}, "dataset": DIGITS}
+    write_failed(sidecar, step, tiny_artifacts["fp32"].sidecar, "convert.mnn: MNN's converter failed")
+    assert failure(sidecar) == "convert.mnn: MNN's converter failed"
+    assert json.loads(sidecar.read_text())["lineage"][-1]["stage"] == "convert.mnn"
+    assert failure(tiny_artifacts["fp32"].sidecar) is None
+    with pytest.raises(ArtifactError, match="conversion failed: convert.mnn: MNN's converter failed"):
+        Artifact.load(sidecar)
+
+
+def test_report_shows_failed_conversions_and_parity(tiny_artifacts, tmp_path):
+    from slimlab import report
+
+    failed = tmp_path / "artifact.json"
+    step = {"stage": "convert.mnn", "params": {}, "dataset": DIGITS}
+    write_failed(failed, step, tiny_artifacts["fp32"].sidecar, "convert.mnn: MNN's converter failed")
+    table = report.rows([
+        {"recipe": "broken", "format": "mnn", "sidecar": str(failed), "records": []},
+        {"recipe": "baseline", "format": "tflite", "sidecar": str(tiny_artifacts["fp32"].sidecar), "records": []},
+    ]).set_index("recipe")
+    assert table.loc["broken", "status"] == "convert_failed"
+    assert table.loc["broken", "error"] == "convert.mnn: MNN's converter failed"
+    assert table.loc["baseline", "parity_failed"] == False  # noqa: E712 (a numpy bool)
+    assert table.loc["baseline", "parity_agreement"] >= 0.995

@@ -1,0 +1,124 @@
+"""distill: knowledge distillation from a Keras or TFLite teacher into a registered student, on digits."""
+
+import numpy as np
+import pytest
+
+from slimlab import registry
+from slimlab.distillation import LossWeights, loss_terms, map_layers
+from slimlab.errors import ConfigError
+from slimlab.stages import run_step
+from tests.support import DIGITS
+
+# The tiny teacher is cnn(width 8, dense 32); the student is half as wide.
+STUDENT = {"student": "cnn", "student_params": {"width": 4, "dense": 16}}
+
+
+def distill(tiny_artifacts, tmp_path, teacher="keras", name="distill", **params):
+    step = {"stage": "distill", "params": {**STUDENT, "learning_rate": 3e-3, **params}, "dataset": DIGITS}
+    return run_step(step, tiny_artifacts[teacher].sidecar, tmp_path / name / "artifact.json")
+
+
+def validate(**params):
+    return registry.stages()["distill"].validate(params, "step")
+
+
+def test_layer_mapping_picks_the_documented_teacher_layers():
+    teacher = ["t1", "t2", "t3", "t4", "t5", "t6"]
+    student = ["s1", "s2", "s3"]
+    assert map_layers(teacher, student, "uniform") == {"s1": "t2", "s2": "t4", "s3": "t6"}
+    assert map_layers(teacher, student, "top") == {"s1": "t4", "s2": "t5", "s3": "t6"}
+    assert map_layers(teacher, student, "bottom") == {"s1": "t1", "s2": "t2", "s3": "t3"}
+    assert map_layers(teacher[:5], ["a", "b"], "uniform") == {"a": "t2", "b": "t5"}  # ⌊i·5/2⌋, ends at the last
+    assert map_layers(teacher[:3], ["a", "b", "c"], "uniform") == {"a": "t1", "b": "t2", "c": "t3"}
+    with pytest.raises(ConfigError, match="cannot map 3 student layers onto 2 teacher layers"):
+        map_layers(teacher[:2], student, "top")
+
+
+def test_soft_loss_is_kl_at_temperature_times_t_squared():
+    rng = np.random.default_rng(0)
+    s, t, y = rng.normal(size=(4, 10)).astype(np.float32), rng.normal(size=(4, 10)).astype(np.float32), np.arange(4)
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    p_t, p_s = softmax(t / 3), softmax(s / 3)
+    expected = np.mean(np.sum(p_t * np.log(p_t / p_s), -1)) * 9
+    terms = loss_terms(y, s, t, [], [], LossWeights(soft=1, hard=0, temperature=3))
+    assert float(terms["soft"]) == pytest.approx(expected, rel=1e-4)
+    assert float(loss_terms(y, t, t, [], [], LossWeights(soft=1, hard=0, temperature=3))["soft"]) == pytest.approx(0, abs=1e-6)
+    assert float(loss_terms(y, s, t, [], [], LossWeights(soft=1, hard=0, soft_loss="mse"))["soft"]) == pytest.approx(np.mean((s - t) ** 2), rel=1e-5)
+
+
+def test_loss_weights_are_validated():
+    assert validate(alpha=0.7).loss_weights == {"soft": 0.7, "hard": pytest.approx(0.3), "cos": 0.0, "hidden": 0.0}
+    distilbert = validate(w_soft=5, w_hard=2, w_cos=1)
+    assert distilbert.alpha is None
+    assert distilbert.loss_weights == {"soft": 5, "hard": 2, "cos": 1, "hidden": 0}
+    with pytest.raises(ConfigError, match="alpha and w_soft/w_hard are alternatives"):
+        validate(alpha=0.5, w_soft=1, w_hard=1)
+    with pytest.raises(ConfigError, match="w_soft and w_hard go together"):
+        validate(w_soft=1)
+    with pytest.raises(ConfigError, match="alpha: Input should be less than or equal to 1"):
+        validate(alpha=1.5)
+    with pytest.raises(ConfigError, match="w_cos: Input should be greater than or equal to 0"):
+        validate(w_cos=-1)
+    with pytest.raises(ConfigError, match="every loss weight is 0"):
+        validate(w_soft=0, w_hard=0)
+    with pytest.raises(ConfigError, match="temperature: Input should be greater than 0"):
+        validate(temperature=0)
+
+
+def test_student_and_layers_are_validated():
+    with pytest.raises(ConfigError, match="student: unknown model 'nope'; registered: .*cnn"):
+        validate(student="nope")
+    with pytest.raises(ConfigError, match="student: model_params do not fit model 'cnn'"):
+        validate(student_params={"depth": 3})
+    with pytest.raises(ConfigError, match="student_layers/teacher_layers only apply to feature matching"):
+        validate(student_layers=["conv1"])
+
+
+def test_kd_from_a_keras_teacher_builds_the_requested_student(tiny_artifacts, tmp_path):
+    out = distill(tiny_artifacts, tmp_path, temperature=4, alpha=0.7, epochs=10)
+    expected = registry.models()["cnn"]((8, 8, 1), 10, **STUDENT["student_params"])
+    model = out.model
+    assert [(layer.name, layer.output_shape) for layer in model.layers] == [(layer.name, layer.output_shape) for layer in expected.layers]
+    assert out.meta["params"]["count"] == expected.count_params()
+
+    metrics = out.meta["metrics"]
+    teacher_count = tiny_artifacts["keras"].meta["params"]["count"]
+    assert (metrics["params_teacher"], metrics["params_student"]) == (teacher_count, expected.count_params())
+    assert metrics["params_student_over_teacher"] == pytest.approx(expected.count_params() / teacher_count, rel=1e-4)
+    assert metrics["layer_mapping"] == {}
+    assert metrics["history"]["soft"][-1] < metrics["history"]["soft"][0]
+    assert out.meta["accuracy"]["test"] > 0.7  # ten classes: chance is 0.1
+
+
+def test_kd_from_an_int8_tflite_teacher(tiny_artifacts, tmp_path):
+    out = distill(tiny_artifacts, tmp_path, teacher="int8", temperature=2, alpha=0.9, epochs=10)
+    assert [entry["stage"] for entry in out.lineage] == ["train", "quantize.int8", "distill"]
+    assert out.kind == "keras"
+    assert out.meta["metrics"]["history"]["soft"][-1] < out.meta["metrics"]["history"]["soft"][0]
+    assert out.meta["accuracy"]["test"] > 0.7
+
+
+def test_feature_matching_needs_a_keras_teacher(tiny_artifacts, tmp_path):
+    with pytest.raises(ConfigError, match="w_cos/w_hidden .* a tflite teacher"):
+        distill(tiny_artifacts, tmp_path, teacher="fp32", w_hidden=1.0, epochs=1)
+
+
+def test_feature_matching_projects_narrower_student_layers(tiny_artifacts, tmp_path):
+    out = distill(tiny_artifacts, tmp_path, w_soft=1, w_hard=1, w_hidden=1, w_cos=1, epochs=6)
+    metrics = out.meta["metrics"]
+    assert metrics["layer_mapping"] == {"conv1": "conv1", "conv2": "conv2", "fc1": "fc1"}
+    assert metrics["history"]["hidden"][-1] < metrics["history"]["hidden"][0]
+    assert metrics["history"]["cos"][-1] < metrics["history"]["cos"][0]
+    assert not [layer.name for layer in out.model.layers if "projection" in layer.name]  # the student stays plain
+
+
+def test_feature_maps_of_different_spatial_size_are_refused(tiny_artifacts, tmp_path):
+    # The student's conv2 sees 4x4 maps (after pool1); the teacher's conv1 sees 8x8.
+    with pytest.raises(ConfigError, match=r"conv2: hidden states differ in size beyond their width .*\(4, 4, 8\).*\(8, 8, 8\)"):
+        distill(tiny_artifacts, tmp_path, w_hidden=1, student_layers=["conv2"], teacher_layers=["conv1"], epochs=1)
+    with pytest.raises(ConfigError, match="teacher_layers: no layer named nope"):
+        distill(tiny_artifacts, tmp_path, w_hidden=1, teacher_layers=["nope"], epochs=1)

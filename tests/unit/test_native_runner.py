@@ -1,0 +1,158 @@
+"""The native runner: the argv it builds per runtime, and what it makes of the tools' real output."""
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from slimlab.errors import ArtifactError, ConfigError, DeviceError
+from slimlab.lab.parsers import ParseError
+from slimlab.lab.transport import CommandResult
+from slimlab.registry import runners
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "device-tools"
+SETTINGS = {"warmup": 5, "runs": 50, "min_seconds": 1.0, "timeout_s": 120}
+TOOLS = {"tflite": "/data/local/tmp/benchmark_model", "ncnn": "/data/local/tmp/benchncnn",
+         "mnn": "/data/local/tmp/benchmark.out"}
+# What a runner pushes per kind; for ncnn, benchncnn needs only the .param file.
+MODEL_FILES = {"tflite": "model.tflite", "ncnn": "model.ncnn.param", "mnn": "model.mnn"}
+GPU_COVERAGE = "INFO: Replacing 64 out of 66 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 2 partitions.\n"
+
+
+@dataclass
+class FakeArtifact:
+    kind: str
+    meta: dict = field(default_factory=dict)
+    sha256: str = "3fa9"
+
+    @property
+    def path(self) -> Path:
+        return Path("/results/artifacts") / MODEL_FILES[self.kind]
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+
+class FakeTransport:
+    """A transport double: records pushes and argv, answers each tool with a canned (stdout, stderr)."""
+
+    workdir = PurePosixPath("/data/local/tmp/slimlab")
+
+    def __init__(self, outputs: dict[str, tuple[str, str]], returncode: int = 0):
+        self.outputs, self.returncode = outputs, returncode
+        self.pushed, self.commands = [], []
+
+    def push(self, local: Path) -> str:
+        self.pushed.append(local)
+        return f"{self.workdir}/blobs/3fa9{local.suffix}"
+
+    def run(self, argv: list[str], timeout: float) -> CommandResult:
+        assert all(isinstance(arg, str) for arg in argv) and timeout == SETTINGS["timeout_s"]
+        self.commands.append(argv)
+        stdout, stderr = self.outputs.get(argv[0], ("", ""))
+        return CommandResult(self.returncode if argv[0] in TOOLS.values() else 0, stdout, stderr)
+
+
+def runner(transport, compute_unit="cpu"):
+    device = {"name": "pixel", "tools": TOOLS, "compute_unit": compute_unit}
+    return runners()["native"](device, transport)
+
+
+def sample(name: str) -> str:
+    return (SAMPLES / name).read_text()
+
+
+@pytest.mark.parametrize("compute_unit, flags, log", [
+    ("cpu", [], sample("tflite_benchmark_model_cpu_gpu.txt")),
+    ("gpu", ["--use_gpu=true"], GPU_COVERAGE + sample("tflite_benchmark_model_cpu_gpu.txt")),
+    ("nnapi", ["--use_nnapi=true"], GPU_COVERAGE.replace("TfLiteGpuDelegateV2", "TfLiteNnapiDelegate")
+     + sample("tflite_benchmark_model_cpu_gpu.txt")),
+])
+def test_tflite_argv_and_result(compute_unit, flags, log):
+    transport = FakeTransport({TOOLS["tflite"]: ("", log)})  # benchmark_model logs to stderr
+    raw = runner(transport, compute_unit).measure(FakeArtifact("tflite"), 4, SETTINGS)
+    assert transport.pushed == [Path("/results/artifacts/model.tflite")]
+    assert transport.commands == [[
+        TOOLS["tflite"], "--graph=/data/local/tmp/slimlab/blobs/3fa9.tflite", "--num_threads=4",
+        "--warmup_runs=5", "--warmup_min_secs=0", "--num_runs=50", "--min_secs=1.0", *flags]]
+    assert raw["runtime"] == "tflite benchmark_model" and raw["threads"] == 4
+    assert raw["compute_unit"] == compute_unit and "latencies_ms" not in raw
+    assert raw["init_ms"] == pytest.approx(87.639) and raw["first_inference_ms"] == pytest.approx(106.436)
+    assert raw["summary"]["n"] == 50
+    assert raw["summary"]["median_ms"] == pytest.approx(105.718) and raw["summary"]["mean_ms"] == pytest.approx(105.784)
+    assert raw["summary"]["cv"] == pytest.approx(0.26 / 105.784)
+    if compute_unit == "cpu":
+        assert raw["delegate_coverage"] is None
+    else:
+        coverage = raw["delegate_coverage"]
+        assert coverage["replaced"] == 64 and coverage["fraction"] == pytest.approx(64 / 66)
+
+
+def test_a_gpu_run_without_a_delegate_is_not_passed_off_as_gpu():
+    transport = FakeTransport({TOOLS["tflite"]: ("", sample("tflite_benchmark_model_cpu_gpu.txt"))})
+    with pytest.raises(DeviceError, match="device 'pixel': benchmark_model ran without a gpu delegate"):
+        runner(transport, "gpu").measure(FakeArtifact("tflite"), 1, SETTINGS)
+
+
+@pytest.mark.parametrize("compute_unit, gpu_device", [("cpu", "-1"), ("vulkan", "0")])
+def test_ncnn_argv_and_result(compute_unit, gpu_device):
+    output = sample("benchncnn_rk3588.txt").replace("squeezenet_int8", "/data/local/tmp/slimlab/blobs/3fa9.param")
+    transport = FakeTransport({TOOLS["ncnn"]: ("", output)})  # benchncnn prints to stderr
+    artifact = FakeArtifact("ncnn", meta={"input_shape": [1, 28, 32, 3]})
+    raw = runner(transport, compute_unit).measure(artifact, 4, SETTINGS)
+    assert transport.commands == [[TOOLS["ncnn"], "50", "4", "0", gpu_device, "0",
+                                   "param=/data/local/tmp/slimlab/blobs/3fa9.param", "shape=[32,28,3]"]]
+    assert raw["runtime"] == "ncnn benchncnn" and "latencies_ms" not in raw
+    # n is the loop count the tool echoed (the sample's), not the one asked for.
+    assert raw["summary"] == {"n": 8, "median_ms": None, "p90_ms": None, "min_ms": 8.43, "max_ms": 8.52,
+                              "mean_ms": 8.46, "std_ms": None, "cv": None}
+
+
+def test_ncnn_needs_the_input_shape():
+    with pytest.raises(ArtifactError, match="input_shape"):
+        runner(FakeTransport({})).measure(FakeArtifact("ncnn"), 1, SETTINGS)
+
+
+@pytest.mark.parametrize("compute_unit, forward", [("cpu", "0"), ("opencl", "3"), ("vulkan", "7")])
+def test_mnn_gets_a_folder_of_its_own_and_a_forward_type(compute_unit, forward):
+    output = sample("mnn_benchmark_out.txt").replace("mobilenetV3.mnn", "model.mnn")
+    transport = FakeTransport({TOOLS["mnn"]: (output, "")})
+    raw = runner(transport, compute_unit).measure(FakeArtifact("mnn"), 2, SETTINGS)
+    folder = "/data/local/tmp/slimlab/mnn/3fa9"
+    assert transport.commands == [
+        ["mkdir", "-p", folder],
+        ["ln", "-sf", "/data/local/tmp/slimlab/blobs/3fa9.mnn", f"{folder}/model.mnn"],
+        [TOOLS["mnn"], folder, "50", "5", forward, "2"],
+    ]
+    assert raw["summary"]["n"] == 20
+    assert (raw["summary"]["min_ms"], raw["summary"]["max_ms"], raw["summary"]["mean_ms"]) == (15.124, 15.802, 15.222)
+    assert raw["tool_settings"]["Forward type"] == "CPU"
+
+
+def test_mnn_output_without_this_model_raises():
+    transport = FakeTransport({TOOLS["mnn"]: (sample("mnn_benchmark_out.txt"), "")})
+    with pytest.raises(ParseError, match="MNN benchmark.out: expected .* one timing line for model.mnn"):
+        runner(transport).measure(FakeArtifact("mnn"), 2, SETTINGS)
+
+
+def test_tool_failure_names_the_tool_and_its_last_words():
+    transport = FakeTransport({TOOLS["tflite"]: ("", "INFO: STARTING!\nERROR: Could not open 'x.tflite'.\n")},
+                              returncode=1)
+    with pytest.raises(DeviceError, match="device 'pixel': /data/local/tmp/benchmark_model exited 1: ERROR: Could"):
+        runner(transport).measure(FakeArtifact("tflite"), 1, SETTINGS)
+
+
+def test_garbage_output_raises_instead_of_zeros():
+    transport = FakeTransport({TOOLS["tflite"]: ("Segmentation fault\n", "")})
+    with pytest.raises(ParseError, match="tflite benchmark_model"):
+        runner(transport).measure(FakeArtifact("tflite"), 1, SETTINGS)
+
+
+@pytest.mark.parametrize("device, message", [
+    ({"name": "pixel", "tools": {"ncnn": "/x"}}, r"device 'pixel': tools.tflite: no native benchmark tool"),
+    ({"name": "pixel", "tools": TOOLS, "compute_unit": "vulkan"}, r"compute_unit 'vulkan' is not available for tflite"),
+])
+def test_misconfigured_devices_are_config_errors(device, message):
+    with pytest.raises(ConfigError, match=message):
+        runners()["native"](device, FakeTransport({})).measure(FakeArtifact("tflite"), 1, SETTINGS)
