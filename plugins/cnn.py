@@ -4,7 +4,7 @@ The variants swap one design choice each, so a single run can compare them:
 - ``cnn``: two 3×3 conv/pool blocks and a dense head;
 - ``cnn_dws``: the second conv is depthwise-separable (3×3 depthwise + 1×1 pointwise);
 - ``cnn_factorized``: each 3×3 conv becomes a 3×1 conv followed by a 1×3 conv;
-- ``cnn_gap``: global average pooling replaces the flatten + dense head.
+- ``cnn_gap``: a third conv and global average pooling replace the flatten + dense head.
 """
 
 from functools import partial
@@ -38,7 +38,8 @@ def build_cnn(
         return [layers.Conv2D(channels, 3, padding="same", activation="relu", name=name)]
 
     if head == "gap":
-        top = [layers.GlobalAveragePooling2D(name="gap")]
+        # Averaging away all position needs features that no longer depend on it: one more conv first.
+        top = [*conv_block(4 * width, "conv3"), layers.GlobalAveragePooling2D(name="gap")]
     else:
         top = [layers.Flatten(name="flatten"), layers.Dense(dense, activation="relu", name="fc1")]
     return keras.Sequential(
