@@ -33,5 +33,11 @@ test: setup
 test-fast: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m "not slow"
 
+# The tables quoted in BENCHMARKS.md: the default run (reused if done), formats side by side, the lab.
+bench: setup
+	$(BIN)/python bench/compression.py
+	$(BIN)/python bench/formats.py
+	$(BIN)/python bench/lab.py
+
 clean:
 	rm -rf results .snakemake

@@ -51,7 +51,7 @@ def tiny_artifact(root: Path):
 
 
 def ssh_device(board, workdir: Path) -> dict:
-    return {"name": board.name, "transport": "ssh", "runner": "python", "workdir": str(workdir),
+    return {"name": board.name, "transport": "ssh", "runner": "python", "runtimes": ["tflite"], "workdir": str(workdir),
             "python": sys.executable, "ssh": board.ssh_config_entry()}
 
 
@@ -115,7 +115,7 @@ def overhead(device: dict, artifact, tmp: Path, repeats: int = 3) -> dict:
 
 
 def stability(tmp: Path, artifact) -> dict:
-    local = {"name": "localhost", "transport": "local", "runner": "python", "workdir": str(tmp / "local"),
+    local = {"name": "localhost", "transport": "local", "runner": "python", "runtimes": ["tflite"], "workdir": str(tmp / "local"),
              "python": None}
     records = [bench.run(local, artifact.sidecar, 1, SETTINGS, tmp / "cv" / f"{i}.json", locks=tmp / "locks")
                for i in range(5)]
@@ -135,7 +135,7 @@ def adb_device(tmp: Path):
     os.environ["ANDROID_SDK_HOME"] = str(tmp)  # adb's key, kept out of the user's home
     subprocess.run(["adb", "start-server"], check=True, capture_output=True, timeout=30)
     peer = AdbPeer(tmp / "phone").start()
-    return peer, {"name": "phone", "transport": "adb", "runner": "python", "python": sys.executable,
+    return peer, {"name": "phone", "transport": "adb", "runner": "python", "runtimes": ["tflite"], "python": sys.executable,
                   "workdir": str(peer.sandbox / "data/local/tmp/slimlab"), "adb": {"serial": peer.serial}}
 
 
@@ -145,7 +145,7 @@ def main() -> None:
         artifact = tiny_artifact(tmp / "artifacts")
         figures = {"throughput_records_per_minute": throughput(tmp / "tp", artifact),
                    "localhost_latency_over_5_runs": stability(tmp, artifact)}
-        local = {"name": "localhost", "transport": "local", "runner": "python", "workdir": str(tmp / "local"),
+        local = {"name": "localhost", "transport": "local", "runner": "python", "runtimes": ["tflite"], "workdir": str(tmp / "local"),
                  "python": None}
         figures["transport_overhead_per_record"] = {"local": overhead(local, artifact, tmp)}
         with boards(1, tmp / "oh") as (board,):
