@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from slimlab.option_sets import DEFAULT
+
 
 def lineage_dirs(artifact_dir: str) -> list[Path]:
     """An artifact's folder and those of every step above it, nearest first."""
@@ -47,7 +49,8 @@ def dense_params(artifact_dir: str) -> int:
 
 
 def compression_table(summary: pd.DataFrame) -> pd.DataFrame:
-    rows = summary[(summary["status"] == "ok") & (summary["format"] == "tflite")]
+    # What compression buys under the runtime's default options; fastest.csv has the option sweep.
+    rows = summary[(summary["status"] == "ok") & (summary["format"] == "tflite") & (summary["option_set"] == DEFAULT)]
     rows = rows[rows["threads"] == rows["threads"].min()]
     rows = rows.drop_duplicates("recipe").set_index("recipe")
     fp32, int8 = rows.loc["baseline"], rows.loc["int8"]

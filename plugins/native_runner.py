@@ -34,6 +34,10 @@ class NativeRunner:
     def measure(self, artifact, threads: int, settings: dict) -> dict:
         runtime = artifact.kind
         name = self.device["name"]
+        unsupported = [key for key in ("affinity", "cooldown") if self.device.get(key)]
+        if unsupported:
+            raise ConfigError(f"device {name!r}: {', '.join(unsupported)}: not supported by the native runner "
+                              "(use the python runner, or remove them)")
         tool = (self.device.get("tools") or {}).get(runtime)
         if runtime not in COMPUTE_UNITS or tool is None:
             raise ConfigError(f"device {name!r}: tools.{runtime}: no native benchmark tool configured for "

@@ -3,6 +3,8 @@
 One payload (``devices/payload/bench.py``) times every runtime it knows
 (tflite, ncnn, mnn, onnx) with the same loop; the artifact's kind picks the
 runtime, and the config's ``bench.options.<kind>`` goes along as its options.
+The inventory's ``affinity``, ``cooldown`` and ``context_root`` go along too: the
+payload pins itself, cools down and reads the run context on the device.
 """
 
 import json
@@ -11,6 +13,7 @@ from importlib import resources
 
 from slimlab import hookimpl
 from slimlab.errors import DeviceError
+from slimlab.lab.context import cooldown_settings
 from slimlab.payload.bench import RESULT_PREFIX, RUNTIMES
 
 PAYLOAD = "bench.py"
@@ -23,6 +26,18 @@ def ncnn_input_shape(artifact) -> list[int]:
         height, width, channels = sample
         return [batch, channels, height, width]
     return [batch, *sample]
+
+
+def context_args(device: dict) -> list[str]:
+    """The payload's arguments for pinning, cooling down and reading the run context."""
+    args = ["--context-root", device.get("context_root", "/")]
+    if device.get("affinity"):
+        args += ["--affinity", ",".join(map(str, device["affinity"]))]
+    cooldown = cooldown_settings(device)
+    if cooldown:
+        args += ["--cooldown-max-temp-c", str(cooldown["max_temp_c"]), "--cooldown-timeout-s",
+                 str(cooldown["timeout_s"]), "--cooldown-poll-s", str(cooldown["poll_s"])]
+    return args
 
 
 class PythonRunner:
@@ -50,11 +65,14 @@ class PythonRunner:
         argv = [
             python, remote_script, "--runtime", kind, "--model", *remote_files, "--threads", str(threads),
             "--options", json.dumps(options), "--warmup", str(settings["warmup"]), "--runs", str(settings["runs"]),
-            "--min-seconds", str(settings["min_seconds"]),
+            "--min-seconds", str(settings["min_seconds"]), *context_args(self.device),
         ]
         if kind == "ncnn":
             argv += ["--input-shape", ",".join(map(str, ncnn_input_shape(artifact)))]
-        result = self.transport.run(argv, timeout=settings["timeout_s"])
+        # A cooldown may use up its whole timeout before the measurement's own time starts.
+        cooldown = cooldown_settings(self.device)
+        timeout = settings["timeout_s"] + (cooldown["timeout_s"] if cooldown else 0)
+        result = self.transport.run(argv, timeout=timeout)
         if result.returncode != 0:
             tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
             raise self.fail(f"payload exited {result.returncode}: {tail[0]}")

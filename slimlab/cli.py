@@ -124,11 +124,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", required=True)
     p.add_argument("--artifact", type=Path, required=True, help="sidecar of the artifact")
     p.add_argument("--threads", type=int, required=True)
-    p.add_argument("--settings", type=_json_arg, required=True, help="the config's bench block as JSON")
+    p.add_argument("--settings", type=_json_arg, required=True, help="the config's bench block as JSON, its options those of one option set")
     p.add_argument("--output", type=Path, required=True)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("report", help="write summary.{parquet,csv,html} from sidecars and records")
+    p = sub.add_parser("report", help="write summary.{parquet,csv,html} and fastest.csv from sidecars and records")
     p.add_argument("--deployables", type=_json_arg, required=True,
                    help='[{"recipe", "format", "sidecar", "records": [...]}] as JSON')
     p.add_argument("--outdir", type=Path, required=True)

@@ -6,6 +6,14 @@ ncnn, MNN or onnxruntime). One script serves every runtime, so every format is
 timed by the same loop: warm-up, then at least ``--runs`` invocations *and* at
 least ``--min-seconds`` (MLPerf-style), keeping every per-iteration latency.
 
+Around that loop it records the run context from the device's own sysfs:
+thermal zones, battery temperature and charging state, each CPU's frequency and
+governor, read right before and right after the timed runs, while the CPUs are
+still under load (read from the host after the payload exits, frequencies
+would show the idle clock and hide throttling). It pins itself to
+``--affinity`` before any thread starts and, with ``--cooldown-max-temp-c``,
+waits for the device to cool down before the model loads.
+
 The result is one line, ``slimlab-result: {json}``, last on stdout: runtimes
 print to stdout themselves (MNN from C, whose buffer may flush after ours), so
 the runner looks for the prefix rather than trusting the last line. Bad options
@@ -15,7 +23,9 @@ and missing runtimes exit 2 with one ``slimlab-payload: error: ...`` line.
 import argparse
 import importlib
 import json
+import os
 import platform
+import re
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -241,11 +251,136 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+THERMAL = "sys/class/thermal"
+CPUS = "sys/devices/system/cpu"
+BATTERY = "sys/class/power_supply/battery"
+
+
+class Sysfs:
+    """The run-context files under ``root`` (``/``, or a test's tree).
+
+    Containers and laptops lack many of them: a file that is absent or unreadable
+    reads as None and is named in ``unavailable`` with the reason, never as 0.
+    """
+
+    def __init__(self, root: str):
+        self.root = Path(root)
+
+    def text(self, path: str, unavailable: dict) -> str | None:
+        try:
+            return (self.root / path).read_text().strip()
+        except OSError as exc:  # recorded, not hidden: the record says which files were missing and why
+            unavailable[path] = exc.strerror or type(exc).__name__
+            return None
+
+    def number(self, path: str, per_unit: float, unavailable: dict) -> float | None:
+        """A single-number file in units of 1/``per_unit`` (m°C: 1000)."""
+        text = self.text(path, unavailable)
+        if text is None:
+            return None
+        try:
+            return float(text) / per_unit
+        except ValueError:
+            unavailable[path] = f"not a number: {text!r}"
+            return None
+
+    def numbered(self, folder: str, prefix: str) -> list[str]:
+        """``<prefix><n>`` entries of ``folder``, by n; none if the folder is absent."""
+        directory = self.root / folder
+        if not directory.is_dir():
+            return []
+        names = [entry.name for entry in directory.iterdir()]
+        numbers = sorted(int(name[len(prefix):]) for name in names if re.fullmatch(re.escape(prefix) + r"\d+", name))
+        return [f"{prefix}{n}" for n in numbers]
+
+
+def thermal_zones(sysfs: Sysfs, unavailable: dict) -> dict:
+    zones = {zone: {"type": sysfs.text(f"{THERMAL}/{zone}/type", unavailable),
+                    "temp_c": sysfs.number(f"{THERMAL}/{zone}/temp", 1000, unavailable)}
+             for zone in sysfs.numbered(THERMAL, "thermal_zone")}
+    if not zones:
+        unavailable[f"{THERMAL}/thermal_zone*"] = "absent"
+    return zones
+
+
+def snapshot(sysfs: Sysfs) -> dict:
+    """Temperatures (°C), charging state, and each CPU's frequency (kHz) and governor, as they are now."""
+    unavailable = {}
+    cpus = {cpu: {"freq_khz": sysfs.number(f"{CPUS}/{cpu}/cpufreq/scaling_cur_freq", 1, unavailable),
+                  "governor": sysfs.text(f"{CPUS}/{cpu}/cpufreq/scaling_governor", unavailable)}
+            for cpu in sysfs.numbered(CPUS, "cpu")}
+    if not cpus:
+        unavailable[f"{CPUS}/cpu*"] = "absent"
+    return {
+        "thermal": thermal_zones(sysfs, unavailable),
+        "battery": {"temp_c": sysfs.number(f"{BATTERY}/temp", 10, unavailable),  # deci-°C
+                    "status": sysfs.text(f"{BATTERY}/status", unavailable)},
+        "cpus": cpus,
+        "unavailable": unavailable,
+    }
+
+
+def hottest_c(sysfs: Sysfs) -> float | None:
+    temps = [zone["temp_c"] for zone in thermal_zones(sysfs, {}).values() if zone["temp_c"] is not None]
+    return max(temps, default=None)
+
+
+def cool_down(sysfs: Sysfs, max_temp_c: float, timeout_s: float, poll_s: float) -> dict:
+    """Wait until the hottest thermal zone is below ``max_temp_c``, for at most ``timeout_s``.
+
+    A device still hot at the deadline is measured anyway; the record says so
+    (``timed_out``). One without a readable thermal zone is not waited for.
+    """
+    began = time.monotonic()
+    while True:
+        hottest = hottest_c(sysfs)
+        waited_s = time.monotonic() - began
+        if hottest is None or hottest < max_temp_c or waited_s >= timeout_s:
+            break
+        time.sleep(min(poll_s, timeout_s - waited_s))
+    result = {"max_temp_c": max_temp_c, "waited_s": round(waited_s, 3), "hottest_c": hottest,
+              "timed_out": hottest is not None and hottest >= max_temp_c}
+    if hottest is None:
+        result["skipped"] = "no readable thermal zone"
+    return result
+
+
+def pin(cpus: list[int] | None) -> list[int] | None:
+    """Pin this process to ``cpus`` (the runtime's threads, started later, inherit it); the mask in force.
+
+    None where the platform has no affinity calls (macOS).
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        if cpus:
+            raise PayloadError("--affinity: this platform cannot pin a process to CPUs")
+        return None
+    if cpus:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError as exc:
+            raise PayloadError(f"--affinity {','.join(map(str, cpus))}: {exc.strerror}") from None
+    return sorted(os.sched_getaffinity(0))
+
+
+def process_threads() -> int | None:
+    """How many OS threads this process runs (the runtime's pool included); None without /proc."""
+    tasks = Path("/proc/self/task")
+    return len(list(tasks.iterdir())) if tasks.is_dir() else None
+
+
 def measure(args) -> dict:
+    options = checked(args.runtime, json.loads(args.options), RUNTIMES[args.runtime].allowed)
+    # Pinned before NumPy and the runtime start any thread, so that every thread inherits the mask.
+    affinity = pin(args.affinity)
+
     import numpy as np
 
-    options = checked(args.runtime, json.loads(args.options), RUNTIMES[args.runtime].allowed)
     runtime = RUNTIMES[args.runtime](np)
+    # Cooled down last thing before the model loads: a missing runtime fails without the wait.
+    sysfs = Sysfs(args.context_root)
+    cooldown = None
+    if args.cooldown_max_temp_c is not None:
+        cooldown = cool_down(sysfs, args.cooldown_max_temp_c, args.cooldown_timeout_s, args.cooldown_poll_s)
     start = time.perf_counter_ns()
     runtime.load(args.model, args.threads, options)
     init_ms = (time.perf_counter_ns() - start) / 1e6
@@ -260,11 +395,13 @@ def measure(args) -> dict:
     for _ in range(args.warmup):
         runtime.invoke()
     latencies = []
+    before = snapshot(sysfs)
     began = time.perf_counter()
     while len(latencies) < args.max_runs and (
         len(latencies) < args.runs or time.perf_counter() - began < args.min_seconds
     ):
         latencies.append(timed_invoke())
+    after = snapshot(sysfs)
     return {
         "runtime": runtime.version,
         "threads": args.threads,
@@ -277,7 +414,13 @@ def measure(args) -> dict:
         "machine": platform.machine(),
         "cpu": cpu_model(),
         "python": platform.python_version(),
+        "context": {"root": args.context_root, "affinity": affinity, "process_threads": process_threads(),
+                    "cooldown": cooldown, "before": before, "after": after},
     }
+
+
+def int_list(text: str) -> list[int]:
+    return [int(item) for item in text.split(",")]
 
 
 def main() -> None:
@@ -286,13 +429,19 @@ def main() -> None:
     parser.add_argument("--model", required=True, nargs="+", help="the model's files, main first (ncnn: .param .bin)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--options", default="{}", help="runtime options as a JSON object")
-    parser.add_argument("--input-shape", type=lambda text: [int(d) for d in text.split(",")],
+    parser.add_argument("--input-shape", type=int_list,
                         help="comma-separated; needed where the model does not say (ncnn)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--max-runs", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--context-root", default="/", help="prefix of the sysfs paths read for the run context")
+    parser.add_argument("--affinity", type=int_list, help="comma-separated CPU ids to pin the process to")
+    parser.add_argument("--cooldown-max-temp-c", type=float,
+                        help="first wait until every thermal zone is below this; default: no wait")
+    parser.add_argument("--cooldown-timeout-s", type=float, default=120.0)
+    parser.add_argument("--cooldown-poll-s", type=float, default=2.0)
     args = parser.parse_args()
     try:
         result = measure(args)

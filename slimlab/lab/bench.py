@@ -5,6 +5,10 @@ no record: the report can never read a dead board as a slow model. Instead a
 failure note ``threads-<n>.failed.json`` is written atomically beside where
 the record would be, with the failure's tag (``offline``, ``timeout`` or
 ``tool_error``) and reason; a later success removes it.
+
+A record carries the run context the runner read on the device (``context``,
+see :mod:`slimlab.lab.context`) and ``flags``, its warnings: ``noisy``,
+``throttled``, ``cooldown_timed_out``.
 """
 
 import datetime as dt
@@ -16,7 +20,7 @@ from slimlab import __version__, registry
 from slimlab.artifacts import Artifact, failure
 from slimlab.atomic import write_json
 from slimlab.errors import DeviceError
-from slimlab.lab import energy
+from slimlab.lab import context, energy
 from slimlab.lab.lock import device_lock, lock_dir
 from slimlab.lab.stats import summarize
 from slimlab.lab.transport import failure_tag
@@ -38,9 +42,11 @@ def measurement_settings(device: dict, defaults: dict) -> dict:
     """The config's ``bench`` block, overridden key by key by the device's own entry.
 
     ``options`` holds the runtime options per format (XNNPACK, ncnn fp16, MNN precision, ...).
+    ``noisy_cv`` is the latency CV above which a record is flagged ``noisy``.
     """
     return {
         **{key: device.get(key, defaults[key]) for key in (*SETTINGS, "threads")},
+        "noisy_cv": device.get("noisy_cv", defaults.get("noisy_cv", context.NOISY_CV)),
         "options": defaults.get("options", {}),
     }
 
@@ -89,7 +95,7 @@ def run(device: dict, artifact_sidecar: Path, threads: int, defaults: dict, outp
         "artifact": str(artifact.dir),
         "artifact_sha256": artifact.sha256,
         "format": artifact.meta["format"],
-        "settings": {**{k: settings[k] for k in SETTINGS}, "threads": threads,
+        "settings": {**{k: settings[k] for k in SETTINGS}, "threads": threads, "noisy_cv": settings["noisy_cv"],
                      "options": settings["options"].get(artifact.kind, {})},
     }
     try:
@@ -104,7 +110,11 @@ def run(device: dict, artifact_sidecar: Path, threads: int, defaults: dict, outp
     # Push, run and pull, without waiting for the lock: what the device cost beyond the payload's timings.
     # Native tools report only a summary; the python runner keeps every latency.
     latency = summarize(raw["latencies_ms"]) if raw.get("latencies_ms") else raw["summary"]
-    record = {**about, "status": "ok", "wall_ms": wall_ms, "latency": latency, "energy": used, "raw": raw}
+    # The payload's context moves up beside the latency it explains; native tools read none.
+    run_context = raw.pop("context", None)
+    record = {**about, "status": "ok", "wall_ms": wall_ms, "latency": latency,
+              "flags": context.flags(latency, run_context, settings["noisy_cv"]), "context": run_context,
+              "energy": used, "raw": raw}
     write_json(output, record)
     failure_path(output).unlink(missing_ok=True)
     return record

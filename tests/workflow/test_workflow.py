@@ -1,10 +1,12 @@
 """The Snakemake workflow on profiles/ci: job counts, incremental reruns, a full tiny run."""
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,13 @@ from tests.support import REPO
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci"]
+# A base option every ncnn record must show, and one set per runtime knob, layered over it.
+BASE_OPTIONS = {"ncnn": {"lightmode": False}}
+OPTION_SETS = {
+    "default": {},
+    "no-xnnpack": {"tflite": {"xnnpack": False}},
+    "ncnn-fp32": {"ncnn": {"use_fp16_storage": False, "use_fp16_packed": False, "use_fp16_arithmetic": False}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +40,7 @@ def workdir(tmp_path_factory):
         "int8": ["train", "quantize.int8"],
         "int8_float_io": ["train", {"quantize.int8": {"io": "float"}}],
     }
+    cfg["bench"].update(options=BASE_OPTIONS, option_sets=OPTION_SETS)
     write_config(root, cfg)
     return root
 
@@ -50,6 +60,20 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
+def bench_jobs(output: str) -> Counter:
+    """The bench jobs of a dry run as {(option set, last step of the artifact): count}."""
+    outputs = re.finditer(r"^\s*output: results/bench/localhost/(?:\S+/)?([^/\s]+)/([^/\s]+)/threads-\d+\.json$",
+                          output, re.M)
+    return Counter((m[2], m[1].split("@")[0]) for m in outputs)
+
+
+def records(root: Path) -> list[tuple[str, dict]]:
+    """Every bench record of a run, with the option set it sits under."""
+    return [(path.parent.name, json.loads(path.read_text()))
+            for path in sorted((root / "results/bench/localhost").rglob("threads-*.json"))
+            if not path.name.endswith(".failed.json")]
+
+
 def test_recipes_sharing_train_train_once(workdir):
     done = snakemake(workdir, "-n")
     assert done.returncode == 0, done.stderr
@@ -58,8 +82,15 @@ def test_recipes_sharing_train_train_once(workdir):
     assert counts["compress"] == 2  # quantize.int8 with int8 and with float I/O
     # keras baseline -> tflite, ncnn, mnn; each int8 tflite -> mnn (ncnn takes no tflite: reported, not built)
     assert counts["convert"] == 5
-    assert counts["bench_device_localhost"] == 7
+    # default: 3 tflite, 1 ncnn, 3 mnn; a set re-times only the format it names
+    assert counts["bench_device_localhost"] == 7 + 3 + 1
     assert counts["report"] == 1
+    assert bench_jobs(done.stdout) == {
+        ("default", "convert.tflite"): 1, ("default", "quantize.int8"): 2,
+        ("default", "convert.ncnn"): 1, ("default", "convert.mnn"): 3,
+        ("no-xnnpack", "convert.tflite"): 1, ("no-xnnpack", "quantize.int8"): 2,
+        ("ncnn-fp32", "convert.ncnn"): 1,
+    }
 
 
 def test_full_tiny_run_reports_real_measurements(workdir):
@@ -69,7 +100,8 @@ def test_full_tiny_run_reports_real_measurements(workdir):
     table = pd.read_csv(report / "summary.csv")
     assert pd.read_parquet(report / "summary.parquet").shape == table.shape
     rows = table.set_index(["recipe", "format"])
-    measured = rows[rows["status"] == "ok"]
+    # One row per recipe and format under the default options; the sweep is checked below.
+    measured = rows[(rows["status"] == "ok") & (rows["option_set"] == "default")]
     assert {("baseline", "tflite"), ("baseline", "ncnn"), ("baseline", "mnn"), ("int8", "tflite")} <= set(measured.index)
     assert (measured["device"] == "localhost").all()
     assert (measured["latency_median_ms"] > 0).all() and (measured["runs"] >= 10).all()
@@ -86,10 +118,55 @@ def test_full_tiny_run_reports_real_measurements(workdir):
     assert (report / "accuracy_vs_latency.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_each_record_ran_with_its_option_set_over_the_base_options(workdir):
+    measured = [(option_set, record) for option_set, record in records(workdir) if record["status"] == "ok"]
+    assert {option_set for option_set, _ in measured} == set(OPTION_SETS)
+    for option_set, record in measured:
+        kind = record["format"]
+        asked = {**BASE_OPTIONS.get(kind, {}), **OPTION_SETS[option_set].get(kind, {})}
+        assert record["settings"]["options"] == asked, record["artifact"]
+        # raw.options is what the runtime reports after loading, not what was asked for.
+        assert asked.items() <= record["raw"]["options"].items(), (option_set, record["artifact"])
+        if kind == "tflite":
+            assert (record["raw"]["delegated_nodes"] == 0) is (option_set == "no-xnnpack"), record["artifact"]
+
+
+def test_report_names_the_option_set_and_the_fastest_setting(workdir):
+    report = workdir / "results/report"
+    table = pd.read_csv(report / "summary.csv")
+    measured = table[table["status"] == "ok"]
+    sets = measured.groupby(["recipe", "format"])["option_set"].agg(set)
+    assert sets[("baseline", "tflite")] == {"default", "no-xnnpack"}
+    assert sets[("baseline", "ncnn")] == {"default", "ncnn-fp32"}
+    assert sets[("baseline", "mnn")] == {"default"}
+    assert measured["options"].map(json.loads).map(bool).all()
+    fastest = pd.read_csv(report / "fastest.csv").set_index(["recipe", "format", "device"])
+    assert fastest.index.is_unique
+    assert set(fastest.index) == set(measured.set_index(["recipe", "format", "device"]).index)
+    lowest = measured.groupby(["recipe", "format", "device"])["latency_median_ms"].min()
+    assert (fastest["latency_median_ms"] == lowest.reindex(fastest.index)).all()
+    assert (fastest["speedup_vs_default"] >= 1).all()
+    assert "Fastest setting per artifact and device" in (report / "summary.html").read_text()
+
+
 def test_nothing_changed_means_nothing_to_do(workdir):
     done = snakemake(workdir, "-n")
     assert done.returncode == 0, done.stderr
     assert "Nothing to be done" in done.stdout + done.stderr
+
+
+def test_a_new_ncnn_option_set_times_only_the_ncnn_models(workdir):
+    original = (workdir / "config/config.yaml").read_text()
+    cfg = yaml.safe_load(original)
+    cfg["bench"]["option_sets"]["no-winograd"] = {"ncnn": {"use_winograd_convolution": False}}
+    write_config(workdir, cfg)
+    try:
+        done = snakemake(workdir, "-n")
+    finally:
+        (workdir / "config/config.yaml").write_text(original)
+    assert done.returncode == 0, done.stderr
+    assert bench_jobs(done.stdout) == {("no-winograd", "convert.ncnn"): 1}
+    assert job_counts(done.stdout) == {"bench_device_localhost": 1, "report": 1, "all": 1}
 
 
 def test_changing_a_quantize_param_reruns_only_its_descendants(workdir):
@@ -98,16 +175,21 @@ def test_changing_a_quantize_param_reruns_only_its_descendants(workdir):
     write_config(workdir, cfg)
     done = snakemake(workdir, "-n")
     assert done.returncode == 0, done.stderr
-    # quantize.int8 itself, its MNN conversion, and their two records
-    assert job_counts(done.stdout) == {"compress": 1, "convert": 1, "bench_device_localhost": 2, "report": 1, "all": 1}
+    # quantize.int8 itself, its MNN conversion, and their records: tflite with and without XNNPACK, mnn
+    assert job_counts(done.stdout) == {"compress": 1, "convert": 1, "bench_device_localhost": 3, "report": 1, "all": 1}
 
 
-def test_bad_config_is_one_clear_line(workdir, tmp_path):
+@pytest.mark.parametrize("bench, expected", [
+    ({"runz": 3}, "config: bench: Additional properties are not allowed ('runz' was unexpected)"),
+    ({"option_sets": {"default": {}, "fp16": {"ncnn": {"use_fp17_storage": True}}}},
+     "config: bench.option_sets.fp16.ncnn: Additional properties are not allowed ('use_fp17_storage' was unexpected)"),
+])
+def test_bad_config_is_one_clear_line(workdir, tmp_path, bench, expected):
     cfg = yaml.safe_load((workdir / "config/config.yaml").read_text())
-    cfg["bench"]["runz"] = 3
+    cfg["bench"].update(bench)
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     done = snakemake(workdir, "-n", "--configfile", str(bad))
     assert done.returncode != 0
-    assert "slimlab: error: config: bench: Additional properties are not allowed ('runz' was unexpected)" in done.stderr
+    assert f"slimlab: error: {expected}" in done.stderr
     assert "Traceback" not in done.stderr

@@ -5,6 +5,8 @@
 # A job whose device is offline, times out or whose tool fails exits non-zero
 # (keep-going lets the other devices finish), leaves no record, and writes
 # threads-<n>.failed.json with the reason and its tag; the next run retries it.
+# Records sit under their option set ({options}, a name from bench.option_sets);
+# bench_settings hands the runner that set's options.
 
 for _device in DEVICES.values():
     _resource = "device_" + re.sub(r"\W", "_", _device["name"])
@@ -17,20 +19,21 @@ for _device in DEVICES.values():
         input:
             ARTIFACTS + "/{artifact}/artifact.json",
         output:
-            f"{BENCH}/{_device['name']}/{{artifact}}/threads-{{threads}}.json",
+            f"{BENCH}/{_device['name']}/{{artifact}}/{{options}}/threads-{{threads}}.json",
         wildcard_constraints:
             artifact=r".+",
+            options=OPTION_SET,
             threads=r"\d+",
         params:
             device=_device["name"],
             inventory=config["lab"]["inventory"],
-            settings=json.dumps(config["bench"]),
+            settings=bench_settings,
         resources:
             **{_resource: 1},
         # A local device is this host: hold every core so no training job skews the timings.
         threads: workflow.cores if _device["transport"] == "local" else 1
         log:
-            f"{LOGS}/bench/{_device['name']}/{{artifact}}/threads-{{threads}}.log",
+            f"{LOGS}/bench/{_device['name']}/{{artifact}}/{{options}}/threads-{{threads}}.log",
         shell:
             "slimlab bench --inventory {params.inventory:q} --device {params.device:q}"
             " --artifact {input:q} --threads {wildcards.threads} --settings {params.settings:q}"

@@ -4,7 +4,7 @@ import re
 import sys
 
 from slimlab import config as slimlab_config
-from slimlab import recipes, registry
+from slimlab import option_sets, recipes, registry
 from slimlab.errors import SlimlabError
 
 ARTIFACTS = "results/artifacts"
@@ -31,6 +31,7 @@ _SOURCE_STAGES = "|".join(re.escape(n) for n, s in registry.stages().items() if 
 SOURCE_STEP = rf"(?:{_SOURCE_STAGES})(?:@[^/]+)?"
 CONVERT_STEP = r"convert\.[^/@]+(?:@[^/]+)?"
 COMPRESS_STEP = rf"(?!convert\.)(?!(?:{_SOURCE_STAGES})(?:@|$))[^/]+"
+OPTION_SET = "|".join(re.escape(name) for name in config["bench"]["option_sets"])
 
 
 def sidecar(artifact):
@@ -47,11 +48,22 @@ def step_json(wildcards):
 
 
 def bench_records(device, artifact_format, artifact):
-    """Records for one deployable on one device: one per thread count, if the device has the runtime."""
+    """Records for one deployable on one device, if the device has the runtime: one per thread
+    count and option set that applies to the format."""
     if artifact_format not in device["runtimes"]:
         return []
     threads = device.get("threads", config["bench"]["threads"])
-    return [f"{BENCH}/{device['name']}/{artifact}/threads-{n}.json" for n in threads]
+    return [
+        f"{BENCH}/{device['name']}/{artifact}/{option_set}/threads-{n}.json"
+        for option_set in option_sets.sets_for(config["bench"], artifact_format)
+        for n in threads
+    ]
+
+
+def bench_settings(wildcards):
+    """The `bench` block for one option set, as JSON for `slimlab bench`: its `options` are the set's, merged."""
+    settings = {key: value for key, value in config["bench"].items() if key != "option_sets"}
+    return json.dumps({**settings, "options": option_sets.merged(config["bench"], wildcards.options)}, sort_keys=True)
 
 
 def deployables():

@@ -9,6 +9,7 @@ rule report:
         parquet=REPORT + "/summary.parquet",
         csv=report(REPORT + "/summary.csv", caption="../report/summary.rst", category="Summary"),
         html=report(REPORT + "/summary.html", caption="../report/summary.rst", category="Summary"),
+        fastest=report(REPORT + "/fastest.csv", caption="../report/fastest.rst", category="Summary"),
         plot=report(REPORT + "/accuracy_vs_latency.png", caption="../report/accuracy_vs_latency.rst", category="Plots"),
     params:
         deployables=json.dumps(deployables()),

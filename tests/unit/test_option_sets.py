@@ -1,0 +1,93 @@
+"""bench.option_sets: checked when the config loads, layered over bench.options, expanded per format."""
+
+import copy
+import re
+from importlib import resources
+
+import pytest
+import yaml
+
+from slimlab import config, option_sets
+from slimlab.errors import ConfigError
+from slimlab.payload.bench import RUNTIMES
+from tests.support import REPO
+
+DEFAULT = yaml.safe_load((REPO / "config/config.yaml").read_text())
+
+
+def validated_bench(**bench) -> dict:
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["bench"] = bench
+    config.validate(cfg, "config.schema.yaml", "config")
+    return cfg["bench"]
+
+
+def test_the_schema_accepts_exactly_what_the_payload_accepts():
+    schema = yaml.safe_load((resources.files("slimlab.schemas") / "config.schema.yaml").read_text())
+    formats = schema["$defs"]["runtime_options"]["properties"]
+    assert set(formats) == set(RUNTIMES)
+    for kind, runtime in RUNTIMES.items():
+        accepted = {
+            name: tuple(spec["enum"]) if "enum" in spec else {"boolean": bool}[spec["type"]]
+            for name, spec in formats[kind].get("properties", {}).items()
+        }
+        assert accepted == runtime.allowed, kind
+
+
+@pytest.mark.parametrize("sets, expected", [
+    ({"default": {}, "trt": {"tensorrt": {}}},
+     "bench.option_sets.trt: Additional properties are not allowed ('tensorrt' was unexpected)"),
+    ({"default": {}, "fp17": {"ncnn": {"use_fp17_storage": True}}},
+     "bench.option_sets.fp17.ncnn: Additional properties are not allowed ('use_fp17_storage' was unexpected)"),
+    ({"default": {}, "ultra": {"mnn": {"precision": "ultra"}}},
+     "bench.option_sets.ultra.mnn.precision: 'ultra' is not one of ['normal', 'high', 'low']"),
+    ({"default": {}, "off": {"tflite": {"xnnpack": 0}}},
+     "bench.option_sets.off.tflite.xnnpack: 0 is not of type 'boolean'"),
+    ({"default": {}, "ort": {"onnx": {"threads": 2}}},
+     "bench.option_sets.ort.onnx: Additional properties are not allowed ('threads' was unexpected)"),
+    ({"default": {}, "no xnnpack": {"tflite": {"xnnpack": False}}},
+     "bench.option_sets: 'no xnnpack' does not match '^[A-Za-z0-9_.-]+$'"),
+    ({"no-xnnpack": {"tflite": {"xnnpack": False}}}, "bench.option_sets: 'default' is a required property"),
+])
+def test_a_bad_option_set_is_one_line_naming_the_key(sets, expected):
+    with pytest.raises(ConfigError) as err:
+        validated_bench(option_sets=sets)
+    assert str(err.value) == f"config: {expected}"
+
+
+def test_without_option_sets_there_is_only_default():
+    bench = validated_bench()
+    assert bench["option_sets"] == {"default": {}}
+    assert option_sets.sets_for(bench, "tflite") == ["default"]
+    assert option_sets.merged(bench, "default") == {}
+
+
+def test_a_set_overrides_the_base_options_key_by_key():
+    bench = validated_bench(
+        options={"mnn": {"power": "high"}, "ncnn": {"lightmode": False}},
+        option_sets={"mnn-low": {"mnn": {"precision": "low"}}, "default": {}, "mnn-power-low": {"mnn": {"power": "low"}}},
+    )
+    # Nothing the set leaves out is filled in by the schema, so the base's power survives.
+    assert option_sets.merged(bench, "mnn-low") == {"mnn": {"power": "high", "precision": "low"}, "ncnn": {"lightmode": False}}
+    assert option_sets.merged(bench, "mnn-power-low")["mnn"] == {"power": "low"}
+    assert option_sets.merged(bench, "default") == bench["options"]
+
+
+def test_a_format_is_timed_with_default_and_the_sets_that_name_it():
+    bench = validated_bench(option_sets={
+        "ncnn-fp32": {"ncnn": {"use_fp16_storage": False}},
+        "default": {},
+        "no-xnnpack": {"tflite": {"xnnpack": False}},
+        "both": {"tflite": {"xnnpack": False}, "ncnn": {"lightmode": False}},
+    })
+    assert option_sets.sets_for(bench, "tflite") == ["default", "no-xnnpack", "both"]
+    assert option_sets.sets_for(bench, "ncnn") == ["default", "ncnn-fp32", "both"]
+    assert option_sets.sets_for(bench, "mnn") == ["default"]
+
+
+def test_the_readme_example_is_a_valid_sweep():
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    (example,) = [yaml.safe_load(block) for block in blocks if "option_sets:" in block]
+    bench = validated_bench(**example["bench"])
+    assert option_sets.sets_for(bench, "mnn") == ["default", "mnn-low"]
+    assert option_sets.merged(bench, "ncnn-fp32")["ncnn"]["lightmode"] is True
