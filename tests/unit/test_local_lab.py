@@ -69,3 +69,28 @@ def test_payload_failure_is_a_device_error(device, tiny_artifacts, tmp_path):
     runner = runners()["python"](broken, transports()["local"](broken))
     with pytest.raises(DeviceError, match="device 'here': cannot run .*no-such-python"):
         runner.measure(tiny_artifacts["fp32"], 1, SETTINGS)
+
+
+def test_bench_record_carries_energy_from_the_devices_probe(device, tiny_artifacts, tmp_path):
+    """The probe samples through its own transport while the real payload runs, then an idle baseline."""
+    from tests.sysfs import PowerModel, RaplZone
+
+    sysfs = tmp_path / "sysfs"
+    with PowerModel([RaplZone(sysfs, "intel-rapl:0", "package-0", share=1.0)], idle_w=4.0, busy_w=4.0):
+        rapl = {**device, "energy": {"probe": "rapl", "root": str(sysfs), "interval_s": 0.02, "settle_s": 0.0}}
+        record = bench.run(rapl, tiny_artifacts["fp32"].sidecar, 1, {**SETTINGS, "min_seconds": 0.5},
+                           tmp_path / "r.json")
+    used = record["energy"]
+    assert used["probe"] == "rapl" and used["reason"] is None
+    assert used["window_s"] == pytest.approx(sum(record["raw"]["latencies_ms"]) / 1000)
+    assert used["inferences"] == record["latency"]["n"]
+    # The meter drew a constant 4 W: that is the idle baseline, the average, and nothing is left per inference.
+    assert used["idle_power_w"] == pytest.approx(4.0, rel=0.15)
+    assert used["avg_power_w"] == pytest.approx(4.0, rel=0.15)
+    assert abs(used["joules_per_inference"]) < 0.15 * 4.0 * used["window_s"] / used["inferences"]
+
+
+def test_device_without_a_probe_says_why_energy_is_empty(device, tiny_artifacts, tmp_path):
+    record = bench.run(device, tiny_artifacts["fp32"].sidecar, 1, SETTINGS, tmp_path / "r.json")
+    assert record["energy"]["probe"] == "none" and record["energy"]["joules_per_inference"] is None
+    assert record["energy"]["reason"]
