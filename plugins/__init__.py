@@ -1,1 +1,5 @@
-"""slimlab's built-in plugins, one module per plugin. Copy one to start your own."""
+"""slimlab's built-in plugins, grouped by kind: stages, formats, lab, data, models.
+
+Each module is one plugin, registered through the same hooks as a third-party one.
+Copy one to start your own.
+"""

@@ -1,30 +1,33 @@
-"""Artifacts: a model file plus a JSON sidecar that describes and verifies it.
+"""Artifacts: a model's files plus a typed sidecar (:class:`slimlab.records.Sidecar`) that describes and verifies them.
 
-The sidecar is written last, atomically, and records the model file's sha256,
-so a sidecar on disk means a complete model; a truncated or swapped model file
-is caught on load with a message that names it.
+The sidecar is written last, atomically, and records every file's size and
+sha256, so a sidecar on disk means a complete model; a truncated, missing or
+swapped file is caught on load with a message that names it.
 
-A conversion that fails leaves a *failed* sidecar instead (``status: failed``
-and the converter's message, no model files): the report shows that
-(artifact, format) as failed and the rest of the run goes on.
+Beside the model, ``logits.test.npy`` keeps the model's logits on the test split,
+so a later conversion checks parity against them without loading the source in
+its own framework.
+
+A step that fails leaves a *failed* sidecar instead (``status: failed`` and the
+step's one-line message, no model files): the report shows it and the rest of
+the run goes on. A step whose input failed is failed too, without running.
 """
 
-import datetime as dt
 import gzip
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from slimlab import __version__
-from slimlab.atomic import write_json
+from slimlab import formats
+from slimlab.atomic import atomic_path
 from slimlab.errors import ArtifactError
-from slimlab.formats import FORMATS
+from slimlab.records import FileInfo, ParamCount, Sidecar, Size, Step, load
 
 SIDECAR = "artifact.json"
+TEST_LOGITS = "logits.test.npy"
 
 
 def sha256_file(path: Path) -> str:
@@ -35,27 +38,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_sidecar(path: str | Path) -> Sidecar:
+    return load(Sidecar, path, "artifact sidecar")
+
+
 @dataclass(frozen=True)
 class Artifact:
-    """A verified artifact on disk. ``meta`` is the parsed sidecar."""
+    """A verified artifact on disk."""
 
     sidecar: Path
-    meta: dict
+    info: Sidecar
 
     @classmethod
     def load(cls, sidecar: str | Path) -> "Artifact":
         sidecar = Path(sidecar)
-        try:
-            meta = json.loads(sidecar.read_text())
-        except FileNotFoundError:
-            raise ArtifactError(f"{sidecar}: artifact sidecar not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{sidecar}: sidecar is not valid JSON ({exc})") from None
-        if meta.get("status") == "failed":
-            raise ArtifactError(f"{sidecar}: this conversion failed: {meta['error']}")
-        if meta.get("kind") not in FORMATS:
-            raise ArtifactError(f"{sidecar}: unknown artifact kind {meta.get('kind')!r}")
-        artifact = cls(sidecar, meta)
+        info = read_sidecar(sidecar)
+        if info.status == "failed":
+            raise ArtifactError(f"{sidecar}: this step failed: {info.error}")
+        artifact = cls(sidecar, info)
         artifact.verify()
         return artifact
 
@@ -65,114 +65,106 @@ class Artifact:
 
     @property
     def kind(self) -> str:
-        return self.meta["kind"]
+        return self.info.format
 
     @property
-    def path(self) -> Path:
-        return self.dir / FORMATS[self.kind].filename
+    def format(self) -> formats.Format:
+        return formats.get(self.kind)
 
     @property
     def paths(self) -> list[Path]:
         """Every file of the model, the main one first (ncnn has a .param and a .bin)."""
-        return [self.dir / name for name in FORMATS[self.kind].filenames]
+        return self.format.paths(self.dir)
+
+    @property
+    def path(self) -> Path:
+        return self.paths[0]
 
     @property
     def sha256(self) -> str:
-        return self.meta["files"][FORMATS[self.kind].filename]["sha256"]
+        return self.info.files[self.format.files[0]].sha256
 
     @property
-    def lineage(self) -> list[dict]:
-        return self.meta["lineage"]
+    def lineage(self) -> list[Step]:
+        return self.info.lineage
 
     def verify(self) -> None:
-        for name, expected in self.meta["files"].items():
+        """Every file the format needs, and the test logits, exist with the sidecar's size and sha256."""
+        for name in (*self.format.files, TEST_LOGITS):
             path = self.dir / name
+            expected = self.info.files.get(name)
+            if expected is None:
+                raise ArtifactError(f"{self.sidecar}: the sidecar lists no {name}, which a {self.kind} artifact has")
             if not path.is_file():
                 raise ArtifactError(f"{path}: model file is missing")
             size = path.stat().st_size
-            if size != expected["bytes"]:
-                raise ArtifactError(f"{path}: model file is {size} bytes, sidecar says {expected['bytes']} (truncated?)")
-            if sha256_file(path) != expected["sha256"]:
+            if size != expected.bytes:
+                raise ArtifactError(f"{path}: model file is {size} bytes, sidecar says {expected.bytes} (truncated?)")
+            if sha256_file(path) != expected.sha256:
                 raise ArtifactError(f"{path}: model file's sha256 does not match its sidecar (corrupt or replaced)")
 
     @cached_property
     def model(self):
-        return FORMATS[self.kind].load(self.path)
+        return self.format.load(self.dir)
+
+    @cached_property
+    def test_logits(self) -> np.ndarray:
+        """The model's logits on the test split, as measured when it was made."""
+        return np.load(self.dir / TEST_LOGITS)
 
 
-def failure(sidecar: str | Path) -> str | None:
-    """The converter's message if ``sidecar`` records a failed conversion, else None."""
-    meta = json.loads(Path(sidecar).read_text())
-    return meta["error"] if meta.get("status") == "failed" else None
-
-
-def measure(kind: str, model, paths: list[Path], splits) -> dict:
-    """Size, parameters, sparsity and held-out accuracy of a model, as stored in the sidecar.
+def measure(fmt: formats.Format, model, folder: Path, splits) -> tuple[dict, np.ndarray]:
+    """Size, parameters, share of zeros and held-out accuracy, as stored in the sidecar; and the test logits.
 
     Parameter counts are None where the format's stored weights cannot be decoded.
     """
-    fmt = FORMATS[kind]
-    raw = b"".join(path.read_bytes() for path in paths)
+    raw = b"".join(path.read_bytes() for path in fmt.paths(folder))
     weights = fmt.weights(model)
     count = None if weights is None else int(sum(w.size for w in weights))
     nonzero = None if weights is None else int(sum(np.count_nonzero(w) for w in weights))
-    accuracy = {
-        split: float(np.mean(np.argmax(fmt.predict(model, x), axis=-1) == y))
-        for split, x, y in (("val", splits.x_val, splits.y_val), ("test", splits.x_test, splits.y_test))
-    }
+    logits = {split: fmt.predict(model, x) for split, x in (("val", splits.x_val), ("test", splits.x_test))}
+    accuracy = {split: float(np.mean(np.argmax(logits[split], axis=-1) == y))
+                for split, y in (("val", splits.y_val), ("test", splits.y_test))}
     return {
-        "size": {"bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=9, mtime=0))},
-        "params": {"count": count, "nonzero": nonzero},
-        "sparsity": 1.0 - nonzero / count if count else (None if weights is None else 0.0),
+        "size": Size(bytes=len(raw), gzip_bytes=len(gzip.compress(raw, compresslevel=9, mtime=0))),
+        "params": ParamCount(count=count, nonzero=nonzero),
+        "zero_fraction": 1.0 - nonzero / count if count else (None if weights is None else 0.0),
         "accuracy": accuracy,
-    }
+    }, np.asarray(logits["test"], np.float32)
 
 
-def write(out_dir: Path, kind: str, model, *, lineage: list[dict], dataset: dict, splits, extra: dict) -> Artifact:
+def write(out_dir: Path, kind: str, model, *, lineage: list[Step], dataset: dict, splits, metrics: dict) -> Artifact:
     """Store ``model`` under ``out_dir``, measure it, then commit the sidecar atomically."""
-    fmt = FORMATS[kind]
-    path = Path(out_dir) / fmt.filename
-    fmt.save(model, path)
-    paths = [Path(out_dir) / name for name in fmt.filenames]
-    meta = {
-        "slimlab_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "kind": kind,
-        "format": kind,
-        "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in paths},
-        "lineage": lineage,
-        "dataset": {**dataset, "sizes": splits.sizes()},
-        # NHWC with a batch of one; formats without shape metadata (ncnn) need it to run.
-        "input_shape": [1, *splits.input_shape],
-        **measure(kind, model, paths, splits),
-        "metrics": extra,
-    }
-    sidecar = Path(out_dir) / SIDECAR
-    write_json(sidecar, meta)
-    return Artifact(sidecar, meta)
+    out_dir = Path(out_dir)
+    fmt = formats.get(kind)
+    fmt.save(model, out_dir)
+    measured, test_logits = measure(fmt, model, out_dir, splits)
+    with atomic_path(out_dir / TEST_LOGITS) as tmp:
+        np.save(tmp, test_logits, allow_pickle=False)
+    paths = [*fmt.paths(out_dir), out_dir / TEST_LOGITS]
+    info = Sidecar(
+        format=kind,
+        files={p.name: FileInfo(bytes=p.stat().st_size, sha256=sha256_file(p)) for p in paths},
+        lineage=lineage,
+        dataset={**dataset, "sizes": splits.sizes()},
+        input_shape=[1, *splits.input_shape],
+        metrics=metrics,
+        **measured,
+    )
+    sidecar = out_dir / SIDECAR
+    info.save(sidecar)
+    return Artifact(sidecar, info)
 
 
-def write_failed(sidecar: Path, step: dict, input_sidecar: Path, error: str) -> None:
-    """Record that ``step`` could not convert ``input_sidecar``: no model, the converter's message."""
-    from slimlab import registry
-
-    stage = registry.lookup(registry.stages(), step["stage"], "stage")
-    parent = json.loads(Path(input_sidecar).read_text())
-    write_json(Path(sidecar), {
-        "slimlab_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "status": "failed",
-        "kind": stage.output,
-        "format": stage.output,
-        "error": error,
-        "lineage": [*parent.get("lineage", []), {"stage": step["stage"], "params": step["params"]}],
-        "files": {},
-    })
+def write_failed(sidecar: Path, kind: str, lineage: list[Step], dataset: dict, error: str) -> Sidecar:
+    """Record that the last step of ``lineage`` made no model, and why."""
+    info = Sidecar(status="failed", format=kind, error=error, lineage=lineage, dataset=dataset)
+    info.save(sidecar)
+    return info
 
 
 def last_error(log: Path) -> str:
     """The one-line ``slimlab: error:`` message of a failed job, else the log's last line."""
     lines = [line.strip() for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
     errors = [line.removeprefix("slimlab: error: ") for line in lines if line.startswith("slimlab: error: ")]
-    return (errors or lines or ["the converter exited without a message"])[-1]
-
+    return (errors or lines or ["the step exited without a message"])[-1]

@@ -1,16 +1,18 @@
-"""``slimlab``: the commands the workflow runs, and a few for people.
+"""``slimlab``: the commands the workflow runs, and the ones for people.
 
-    slimlab plugins                      loaded plugins as JSON
-    slimlab stages                       registered stages and their params
-    slimlab validate CONFIG              check a config and its recipes
+    slimlab plugins                      loaded plugins, as JSON
+    slimlab stages | formats | datasets  what the plugins registered, with their params (JSON Schema)
+    slimlab validate CONFIG              check a config, its recipes, inventory and devices
     slimlab run-step ...                 one recipe step (used by the workflow)
-    slimlab mark-failed ...              record a failed conversion (used by the workflow)
+    slimlab mark-failed ...              record a failed step (used by the workflow)
     slimlab bench ...                    one benchmark record (used by the workflow)
     slimlab report ...                   the summary tables and page (used by the workflow)
+    slimlab failures --summary FILE      exit 1 if a recipe step failed (used by the workflow)
 """
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,74 +26,112 @@ def _json_arg(text: str):
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2))
+
+
 def cmd_plugins(args) -> None:
     from slimlab import registry
 
-    print(json.dumps(registry.describe_plugins(), indent=2))
+    _print_json(registry.describe_plugins())
 
 
 def cmd_stages(args) -> None:
     from slimlab import registry
 
-    listing = {
-        name: {
-            "doc": stage.doc,
-            "inputs": list(stage.inputs),
-            "output": stage.output,
-            "params": stage.params.model_json_schema().get("properties", {}),
-        }
+    _print_json({
+        name: {"doc": stage.doc, "inputs": list(stage.inputs), "output": stage.output,
+               "params": stage.params.model_json_schema().get("properties", {})}
         for name, stage in sorted(registry.stages().items())
-    }
-    print(json.dumps(listing, indent=2))
+    })
+
+
+def cmd_formats(args) -> None:
+    from slimlab import registry
+
+    _print_json({
+        name: {"doc": (sys.modules[type(fmt).__module__].__doc__ or "").strip().split("\n")[0],
+               "files": list(fmt.files), "runtime_adapter": fmt.runtime_adapter is not None,
+               "runtime_options": fmt.options_schema()["properties"]}
+        for name, fmt in sorted(registry.formats().items())
+    })
+
+
+def cmd_datasets(args) -> None:
+    from slimlab import registry
+
+    _print_json({name: {"doc": found.doc, "params": found.params.model_json_schema().get("properties", {})}
+                 for name, found in sorted(registry.datasets().items())})
 
 
 def cmd_validate(args) -> None:
-    from slimlab import config, recipes
+    from slimlab import config, workflow
 
-    cfg = config.load_yaml(args.config, "config") or {}
-    config.validate(cfg, "config.schema.yaml", args.config)
-    plan = recipes.build_plan(cfg)
-    print(f"{args.config}: ok, {len(plan.recipes)} recipes, {len(plan.steps)} artifacts, {len(plan.deployables)} deployables")
+    cfg = config.load_mapping(args.config, "config")
+    experiment = workflow.check(cfg, str(args.config))
+    plan = experiment.plan
+    print(f"{args.config}: ok, {len(plan.recipes)} recipes, {len(plan.steps)} artifacts, "
+          f"{len(plan.deployables)} deployables, {len(experiment.devices)} devices")
 
 
 def cmd_run_step(args) -> None:
-    import tensorflow as tf
-
+    from slimlab.artifacts import Artifact
     from slimlab.stages import run_step
 
-    # Honour the job's thread budget so parallel jobs do not oversubscribe the cores.
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(args.threads, 2))
-    artifact = run_step(args.step, args.input, args.output)
-    print(f"{artifact.sidecar}: {artifact.kind}, test accuracy {artifact.meta['accuracy']['test']:.4f}")
+    result = run_step(args.step, args.input, args.output)
+    if isinstance(result, Artifact):
+        print(f"{result.sidecar}: {result.kind}, test accuracy {result.info.accuracy['test']:.4f}")
+    else:
+        print(f"{args.output}: not built: {result.error}")
 
 
 def cmd_mark_failed(args) -> None:
-    from slimlab import artifacts
+    from slimlab import artifacts, stages
 
-    artifacts.write_failed(args.output, args.step, args.input, artifacts.last_error(args.log))
-    print(f"{args.output}: recorded the failed conversion")
+    stages.mark_failed(args.step, args.input, args.output, artifacts.last_error(args.log))
+    print(f"{args.output}: recorded the failed step")
 
 
 def cmd_bench(args) -> None:
-    from slimlab import config
-    from slimlab.lab import bench
+    from slimlab.lab import bench, devices
 
-    devices = config.load_inventory(args.inventory)
-    if args.device not in devices:
+    inventory = devices.load_inventory(args.inventory)
+    if args.device not in inventory:
         raise SlimlabError(f"{args.inventory}: no device named {args.device!r}")
-    record = bench.run(devices[args.device], args.artifact, args.threads, args.settings, args.output)
-    if record["status"] == "ok":
-        print(f"{args.output}: median {record['latency']['median_ms']:.3f} ms over {record['latency']['n']} runs")
+    record = bench.run(inventory[args.device], args.artifact, args.threads, args.settings, args.output)
+    if record.status == "ok":
+        print(f"{args.output}: median {record.latency.median_ms:.4g} ms over {record.latency.n} runs")
     else:
-        print(f"{args.output}: {record['status']}: {record['error']}")
+        print(f"{args.output}: {record.status}: {record.error}")
 
 
 def cmd_report(args) -> None:
     from slimlab import report
 
-    table = report.write(args.deployables, args.outdir)
+    table = report.write(report.read_deployables(args.deployables), args.outdir)
     print(f"{args.outdir}: {len(table)} rows")
+
+
+def cmd_failures(args) -> int:
+    """Exit 1, naming each one, if a recipe step failed (a conversion a format cannot take is not one)."""
+    from slimlab import report
+
+    failed = report.failed_steps(args.summary)
+    for line in failed:
+        print(line, file=sys.stderr)
+    if failed:
+        print(f"slimlab: error: {len(failed)} recipe step(s) failed; the report shows them", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -100,21 +140,23 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("plugins", help="list loaded plugins as JSON").set_defaults(func=cmd_plugins)
     sub.add_parser("stages", help="list stages with their inputs, output and params").set_defaults(func=cmd_stages)
+    sub.add_parser("formats", help="list formats with their files and runtime options").set_defaults(func=cmd_formats)
+    sub.add_parser("datasets", help="list data sets with their params").set_defaults(func=cmd_datasets)
 
-    p = sub.add_parser("validate", help="check a config file and its recipes")
-    p.add_argument("config", nargs="?", default="config/config.yaml")
+    p = sub.add_parser("validate", help="check a config file, its recipes, inventory and devices")
+    p.add_argument("config", nargs="?", default="config/config.yaml", type=Path)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run-step", help="run one recipe step and write its artifact")
-    p.add_argument("--step", type=_json_arg, required=True, help='{"stage", "params", "dataset"} as JSON')
+    p.add_argument("--step", type=_json_arg, required=True, help='{"stage", "params", "dataset", ...} as JSON')
     p.add_argument("--input", type=Path, help="sidecar of the input artifact (none for a source stage)")
     p.add_argument("--output", type=Path, required=True, help="sidecar path of the new artifact")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads TensorFlow may use")
+    p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads TensorFlow may use")
     p.set_defaults(func=cmd_run_step)
 
-    p = sub.add_parser("mark-failed", help="record a failed conversion so the report shows it and the run goes on")
+    p = sub.add_parser("mark-failed", help="record a failed step so the report shows it and the run goes on")
     p.add_argument("--step", type=_json_arg, required=True)
-    p.add_argument("--input", type=Path, required=True)
+    p.add_argument("--input", type=Path, help="sidecar of the step's input (none for a source stage)")
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--log", type=Path, required=True, help="the failed job's log; its last error line is kept")
     p.set_defaults(func=cmd_mark_failed)
@@ -123,27 +165,35 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--inventory", type=Path, required=True)
     p.add_argument("--device", required=True)
     p.add_argument("--artifact", type=Path, required=True, help="sidecar of the artifact")
-    p.add_argument("--threads", type=int, required=True)
-    p.add_argument("--settings", type=_json_arg, required=True, help="the config's bench block as JSON, its options those of one option set")
+    p.add_argument("--threads", type=_positive_int, required=True)
+    p.add_argument("--settings", type=_json_arg, required=True,
+                   help="the config's bench block as JSON, with one option set's name and options")
     p.add_argument("--output", type=Path, required=True)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="write summary.{parquet,csv,html} and fastest.csv from sidecars and records")
-    p.add_argument("--deployables", type=_json_arg, required=True,
-                   help='[{"recipe", "format", "sidecar", "records": [...]}] as JSON')
+    p.add_argument("--deployables", type=Path, required=True,
+                   help='a JSON file: [{"recipe", "format", "sidecar", "records": [...]}]')
     p.add_argument("--outdir", type=Path, required=True)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("failures", help="exit 1 if a recipe step failed, naming each")
+    p.add_argument("--summary", type=Path, required=True, help="results/report/summary.parquet")
+    p.set_defaults(func=cmd_failures)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "threads", None) and args.command == "run-step":
+        # TensorFlow reads these when it starts: parallel jobs do not oversubscribe the cores.
+        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(args.threads))
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(args.threads, 2)))
     try:
-        args.func(args)
+        return args.func(args) or 0
     except SlimlabError as exc:
         print(f"slimlab: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

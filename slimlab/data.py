@@ -1,11 +1,46 @@
-"""Data sets and the fixed, seeded train/val/test split every stage sees."""
+"""Data sets and the fixed, seeded train/val/test split every stage sees.
+
+A data set plugin registers a :class:`Dataset`: a name, typed params (validated
+when the config loads, like stage params) and ``load(params)``, which returns
+NHWC float32 images and integer labels. The config's ``dataset`` block names
+it, gives its params, and sets the split: ``{name, params, seed, val_fraction,
+test_fraction}``.
+"""
 
 from dataclasses import dataclass
 from functools import cache
+from typing import Callable
 
 import numpy as np
+import pydantic
 
 from slimlab import registry
+from slimlab.errors import ConfigError, PluginError
+
+
+class DatasetParams(pydantic.BaseModel):
+    """Base for a data set's params: typed, with defaults; unknown keys are errors."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    load: Callable[[DatasetParams], tuple[np.ndarray, np.ndarray]]
+    params: type[DatasetParams] = DatasetParams
+
+    @property
+    def doc(self) -> str:
+        return (self.load.__doc__ or "").strip().split("\n")[0]
+
+    def validate(self, params: dict | None, where: str) -> DatasetParams:
+        try:
+            return self.params(**(params or {}))
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or "params"
+            raise ConfigError(f"{where}.params.{key}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 @dataclass(frozen=True)
@@ -46,14 +81,22 @@ def stratified_split(x: np.ndarray, y: np.ndarray, seed: int, val_fraction: floa
     )
 
 
+def dataset(spec: dict) -> tuple[Dataset, DatasetParams]:
+    """The registered data set a config's ``dataset`` block names, with its params validated."""
+    try:
+        found = registry.lookup(registry.datasets(), spec["name"], "data set")
+    except PluginError as exc:
+        raise ConfigError(f"dataset.name: {exc}") from None
+    return found, found.validate(spec.get("params"), "dataset")
+
+
 @cache
-def load(name: str, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> Splits:
-    """Load a registered data set as float32 NHWC in [0, 1] with int labels, then split it."""
-    loader = registry.lookup(registry.datasets(), name, "data set")
-    x, y = loader()
+def _load(name: str, params: DatasetParams, seed: int, val_fraction: float, test_fraction: float) -> Splits:
+    x, y = registry.datasets()[name].load(params)
     return stratified_split(np.asarray(x, np.float32), np.asarray(y, np.int64), seed, val_fraction, test_fraction)
 
 
 def load_spec(spec: dict) -> Splits:
-    """Load from the config's ``dataset`` block (name, seed, val_fraction, test_fraction)."""
-    return load(spec["name"], spec["seed"], spec["val_fraction"], spec["test_fraction"])
+    """Load and split from the config's ``dataset`` block (name, params, seed, val_fraction, test_fraction)."""
+    found, params = dataset(spec)
+    return _load(found.name, params, spec["seed"], spec["val_fraction"], spec["test_fraction"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pydantic_core import to_jsonable_python
 
-from slimlab import registry
+from slimlab import data, identity, registry
 from slimlab.errors import ConfigError, PluginError
 
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._=,@+-]{1,96}$")
@@ -60,10 +60,17 @@ def segment(name: str, changed: dict) -> str:
 
 
 def dataset_segment(dataset: dict) -> str:
-    """``mnist@seed=42,test=0.2,val=0.1``: a different split never reuses another's artifacts."""
+    """``mnist@seed=42,test=0.2,val=0.1``: a different split or data never reuses another's artifacts."""
     return segment(dataset["name"], {
         "seed": dataset["seed"], "val": dataset["val_fraction"], "test": dataset["test_fraction"],
+        **dataset.get("params", {}),
     })
+
+
+def dataset_spec(config: dict) -> dict:
+    """The config's ``dataset`` block, its params validated, with the identity of the data set's code."""
+    found, params = data.dataset(config["dataset"])
+    return {**config["dataset"], "params": params.model_dump(mode="json"), "code": identity.fingerprint(found.load)}
 
 
 def parse_step(raw, where: str) -> tuple[str, dict]:
@@ -88,7 +95,15 @@ def resolve_params(name: str, params: dict, config: dict) -> dict:
 def build_plan(config: dict) -> Plan:
     """Validate every recipe against the registered stages and lay out its artifact paths."""
     stages = registry.stages()
+    for name in config.get("stage_defaults", {}):
+        if name not in stages:
+            raise ConfigError(f"stage_defaults.{name}: no such stage; registered: {', '.join(sorted(stages))}")
+    for fmt in config["formats"]:
+        if fmt not in registry.formats():
+            raise ConfigError(f"formats: {fmt!r} is not a registered format; registered: "
+                              f"{', '.join(sorted(registry.formats()))}")
     plan = Plan()
+    dataset = dataset_spec(config)
     for recipe, raw_steps in config["recipes"].items():
         path, kind, paths = dataset_segment(config["dataset"]), None, []
         for index, raw in enumerate(raw_steps):
@@ -103,16 +118,17 @@ def build_plan(config: dict) -> Plan:
             if index > 0 and kind not in stage.inputs:
                 takes = ", ".join(stage.inputs) or "nothing (it starts a recipe)"
                 raise ConfigError(f"{where}: stage {name!r} takes {takes}; the step before it produces {kind}")
-            path = _add_step(plan, path, stage, params, config, where)
+            path = _add_step(plan, path, stage, params, config, dataset, where)
             kind = stage.output
             paths.append(path)
         plan.recipes[recipe] = paths
         for fmt in config["formats"]:
-            plan.deployables.append(_deployable(plan, recipe, path, kind, fmt, config, stages))
+            plan.deployables.append(_deployable(plan, recipe, path, kind, fmt, config, dataset, stages))
     return plan
 
 
-def _deployable(plan: Plan, recipe: str, path: str, kind: str, fmt: str, config: dict, stages: dict) -> Deployable:
+def _deployable(plan: Plan, recipe: str, path: str, kind: str, fmt: str, config: dict, dataset: dict,
+                stages: dict) -> Deployable:
     """The recipe's artifact in ``fmt``: itself, or a ``convert.<fmt>`` step appended to it."""
     if kind == fmt:
         return Deployable(recipe, fmt, path)
@@ -122,11 +138,12 @@ def _deployable(plan: Plan, recipe: str, path: str, kind: str, fmt: str, config:
     if kind not in stage.inputs:
         # Not every model converts to every format (an int8 TFLite model has no ncnn path): the report says so.
         return Deployable(recipe, fmt, None, f"convert.{fmt} does not take a {kind} model")
-    return Deployable(recipe, fmt, _add_step(plan, path, stage, {}, config, f"stage_defaults.{stage.name}"))
+    return Deployable(recipe, fmt, _add_step(plan, path, stage, {}, config, dataset, f"stage_defaults.{stage.name}"))
 
 
-def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, where: str) -> str:
-    resolved = stage.validate(resolve_params(stage.name, params, config), where).model_dump(mode="json")
+def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, dataset: dict, where: str) -> str:
+    validated = stage.validate(resolve_params(stage.name, params, config), where)
+    resolved = validated.model_dump(mode="json")
     defaults = {
         name: to_jsonable_python(field.get_default(call_default_factory=True))
         for name, field in stage.params.model_fields.items()
@@ -134,5 +151,6 @@ def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, where:
     }
     changed = {k: v for k, v in resolved.items() if k not in defaults or defaults[k] != v}
     path = f"{parent}/{segment(stage.name, changed)}"
-    plan.steps[path] = {"stage": stage.name, "params": resolved, "dataset": config["dataset"]}
+    plan.steps[path] = {"stage": stage.name, "params": resolved, "changed": changed, "dataset": dataset,
+                        "code": identity.fingerprint(stage.run, *stage.uses(validated))}
     return path

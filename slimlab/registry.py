@@ -6,7 +6,6 @@ user plugin files in the plugins folder, then the built-ins, then
 """
 
 import importlib
-import inspect
 import importlib.metadata
 import importlib.util
 import os
@@ -16,22 +15,21 @@ from functools import cache
 from pathlib import Path
 
 import pluggy
-import pydantic
 
-from slimlab import hookspecs
+import slimlab.plugins
+from slimlab import __version__, hookspecs
 from slimlab.errors import PluginError
 
 ENTRY_POINT_GROUP = "slimlab"
 
-# plugin name -> the distribution that installed it, for ``slimlab plugins``
+# plugin name -> the distribution that installed it, for ``slimlab plugins`` and code identity
 _distributions: dict[str, importlib.metadata.Distribution] = {}
 
 
 def builtin_plugins() -> list[str]:
-    """Every module of the ``slimlab.plugins`` package (the repo's ``plugins/`` folder)."""
-    import slimlab.plugins
-
-    return sorted(f"slimlab.plugins.{m.name}" for m in pkgutil.iter_modules(slimlab.plugins.__path__))
+    """Every module under the ``slimlab.plugins`` package (the repo's ``plugins/`` folder), by kind."""
+    found = pkgutil.walk_packages(slimlab.plugins.__path__, prefix="slimlab.plugins.")
+    return sorted(module.name for module in found if not module.ispkg)
 
 
 def plugins_dir() -> Path:
@@ -50,29 +48,36 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             plugin = ep.load()
-        except Exception as exc:
+        except Exception as exc:  # any import-time failure of a third-party plugin: named, not a traceback
             raise PluginError(f"plugin {ep.name!r} (entry point {ep.value}) failed to import: {exc}") from exc
         _register(pm, plugin, ep.name)
         if ep.dist is not None:
             _distributions[ep.name] = ep.dist
 
 
+def _builtin_files() -> set[Path]:
+    """The built-ins' source files: the repo's plugins/ folder holds them too, and they load as built-ins."""
+    specs = (importlib.util.find_spec(name) for name in builtin_plugins())
+    return {Path(spec.origin).resolve() for spec in specs if spec and spec.origin}
+
+
 def _load_plugin_files(pm: pluggy.PluginManager, folder: Path) -> None:
-    builtin_stems = {name.rsplit(".", 1)[1] for name in builtin_plugins()}
     if not folder.is_dir():
         return
-    for path in sorted(folder.glob("*.py")):
-        # The repo's plugins/ folder holds the built-ins too; they load below as built-ins.
-        if path.stem.startswith("_") or path.stem in builtin_stems:
+    builtins = _builtin_files()
+    for path in sorted(folder.rglob("*.py")):
+        if path.name.startswith("_") or path.resolve() in builtins:
             continue
-        module_name = f"slimlab_user_plugins.{path.stem}"
+        relative = path.relative_to(folder).with_suffix("")
+        module_name = "slimlab_user_plugins." + ".".join(relative.parts)
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except Exception as exc:  # a user's plugin file may fail in any way: named, not a traceback
+            del sys.modules[module_name]
             raise PluginError(f"plugin file {path} failed to import: {exc}") from exc
-        sys.modules[module_name] = module
         _register(pm, module, str(path))
 
 
@@ -92,15 +97,17 @@ def plugin_manager() -> pluggy.PluginManager:
 
 
 def _collect(hook_name: str, what: str) -> dict:
-    """Call one ``register_*`` hook and gather ``name -> thing``, refusing duplicate names."""
+    """Call one ``register_*`` hook and gather ``thing.name -> thing``, refusing duplicate names."""
     pm = plugin_manager()
     found: dict = {}
     owners: dict = {}
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         owner = impl.plugin_name
 
-        def register(name_or_obj, obj=None, _owner=owner):
-            name, thing = (name_or_obj.name, name_or_obj) if obj is None else (name_or_obj, obj)
+        def register(thing, _owner=owner):
+            name = getattr(thing, "name", None)
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"plugin {_owner!r} registered a {what} without a name: {thing!r}")
             if name in found:
                 raise PluginError(f"{what} {name!r} is registered by both {owners[name]!r} and {_owner!r}")
             found[name], owners[name] = thing, _owner
@@ -112,6 +119,11 @@ def _collect(hook_name: str, what: str) -> dict:
 @cache
 def stages() -> dict:
     return _collect("register_stages", "stage")
+
+
+@cache
+def formats() -> dict:
+    return _collect("register_formats", "format")
 
 
 @cache
@@ -147,23 +159,15 @@ def lookup(table: dict, name: str, what: str):
         raise PluginError(f"unknown {what} {name!r}; registered: {known}") from None
 
 
-def check_model(name: str, params: dict) -> None:
-    """Raise ValueError unless ``name`` is a registered model whose builder takes ``params`` with these types."""
-    build = models().get(name)
-    if build is None:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(models()))}")
-    signature = inspect.signature(build)
-    try:
-        signature.bind(None, None, **params)
-    except TypeError as exc:
-        raise ValueError(f"model_params do not fit model {name!r}: {exc}") from None
-    for key, value in params.items():
-        annotation = signature.parameters[key].annotation
-        if annotation is not inspect.Parameter.empty:
-            try:
-                pydantic.TypeAdapter(annotation).validate_python(value)
-            except pydantic.ValidationError as exc:
-                raise ValueError(f"model_params.{key} of model {name!r}: {exc.errors()[0]['msg']}") from None
+def distribution_of(module_name: str) -> importlib.metadata.Distribution | None:
+    """The installed distribution of an entry-point plugin's module (None for built-ins and plugin files)."""
+    plugin_manager()
+    top = module_name.split(".")[0]
+    for name, dist in _distributions.items():
+        entry = next((ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP and ep.name == name), None)
+        if entry is not None and entry.module.split(".")[0] == top:
+            return dist
+    return None
 
 
 def describe_plugins() -> list[dict]:
@@ -173,13 +177,7 @@ def describe_plugins() -> list[dict]:
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin)
         dist = _distributions.get(name)
-        version = dist.version if dist else (None if name.endswith(".py") else _own_version())
+        version = dist.version if dist else (None if name.endswith(".py") else __version__)
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin))
         rows.append({"name": name, "version": version, "hooks": hooks})
     return sorted(rows, key=lambda row: row["name"])
-
-
-def _own_version() -> str:
-    from slimlab import __version__
-
-    return __version__

@@ -1,4 +1,12 @@
-"""Gather sidecars and bench records into one table, and render the summary page."""
+"""Gather sidecars and bench records into one table, and render the summary page.
+
+The workflow writes the list of deployables (recipe, format, sidecar, expected
+records) to a JSON file; every fact in a row comes from a typed sidecar or
+record, none from a path. A deployable that could not be built keeps one row
+whose ``status`` says why: ``unsupported``, ``convert_failed`` or
+``stage_failed``; a record that is missing keeps its failure note's reason as
+``bench_failed``.
+"""
 
 import base64
 import io
@@ -7,9 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from slimlab.artifacts import Artifact, failure
+from slimlab.artifacts import read_sidecar
 from slimlab.atomic import atomic_path, write_bytes
+from slimlab.errors import ArtifactError
 from slimlab.option_sets import DEFAULT
+from slimlab.records import BenchFailure, BenchRecord, Sidecar, failure_note_path, load
 
 # What fastest.csv keeps for each recipe, format and device: the winning setting and what it buys.
 FASTEST_KEY = ["recipe", "format", "device"]
@@ -17,76 +27,106 @@ FASTEST_COLUMNS = [*FASTEST_KEY, "option_set", "threads", "options", "latency_me
                    "speedup_vs_default", "runtime", "accuracy", "size_bytes"]
 
 
-def option_set_of(record_path: str) -> str:
-    """A record lives at ``<device>/<artifact>/<option set>/threads-<n>.json``."""
-    return Path(record_path).parent.name
+def read_deployables(path: Path) -> list[dict]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: cannot read the list of deployables: {exc}") from None
+
+
+def failure_status(info: Sidecar) -> str:
+    """``convert_failed`` when a conversion itself failed, ``stage_failed`` for a failed (or upstream) step."""
+    own = info.lineage[-1].stage if info.lineage else ""
+    skipped = (info.error or "").startswith("skipped:")
+    return "convert_failed" if own.startswith("convert.") and not skipped else "stage_failed"
+
+
+def artifact_columns(info: Sidecar, folder: str) -> dict:
+    parity = info.metrics.get("parity")
+    return {
+        "steps": info.steps,
+        "artifact": folder,
+        "size_bytes": info.size.bytes,
+        "gzip_bytes": info.size.gzip_bytes,
+        "params": info.params.count,
+        "nonzero_params": info.params.nonzero,
+        "zero_fraction": info.zero_fraction,
+        "accuracy": info.accuracy["test"],
+        "accuracy_val": info.accuracy["val"],
+        "parity_agreement": parity["agreement"] if parity else None,
+        "parity_max_abs_diff_rel": parity["max_abs_diff_rel"] if parity else None,
+        "parity_failed": (not parity["passed"]) if parity else None,
+    }
+
+
+def record_columns(record: BenchRecord) -> dict:
+    on_device = {"device": record.device, "option_set": record.option_set, "threads": record.threads,
+                 "status": record.status}
+    if record.status != "ok":  # e.g. a device that could not run it: keep the reason
+        return {**on_device, "error": record.error}
+    latency, energy, memory = record.latency, record.energy, record.memory or {}
+    return {
+        **on_device,
+        "runtime": record.runtime,
+        "latency_median_ms": latency.median_ms,
+        "latency_p90_ms": latency.p90_ms,
+        "latency_mean_ms": latency.mean_ms,
+        "latency_std_ms": latency.std_ms,
+        "latency_cv": latency.cv,
+        "latency_min_ms": latency.min_ms,
+        "runs": latency.n,
+        "init_ms": record.init_ms,
+        "options": json.dumps(record.options.reported, sort_keys=True),
+        "options_honoured": ",".join(record.options.honoured),
+        "peak_rss_kib": memory.get("peak_rss_kib"),
+        "load_rss_growth_kib": memory.get("load_growth_kib"),
+        # noisy (high CV or throttled), throttled, cooldown_timed_out, ...: a reason to distrust the row
+        "flags": ",".join(record.flags),
+        "energy_j_per_inference": energy.joules_per_inference if energy else None,
+        "avg_power_w": energy.avg_power_w if energy else None,
+    }
+
+
+def missing_record_columns(path: Path) -> dict:
+    """A record the run did not produce: its failure note's reason, else that it is missing."""
+    note = failure_note_path(path)
+    if note.is_file():
+        failure = load(BenchFailure, note, "bench failure note")
+        return {"device": failure.device, "option_set": failure.option_set, "threads": failure.threads,
+                "status": "bench_failed", "error": f"{failure.tag}: {failure.reason}"}
+    return {"status": "bench_missing", "error": f"{path}: no record and no failure note"}
 
 
 def rows(deployables: list[dict]) -> pd.DataFrame:
-    """One row per (recipe, format, device, option set, threads); deployables without records keep one
-    empty-latency row.
-
-    A failed conversion is one row with ``status: convert_failed`` and the converter's message.
-    """
+    """One row per (recipe, format, device, option set, threads); a deployable without records keeps one row."""
     out = []
     for item in deployables:
+        base = {"recipe": item["recipe"], "format": item["format"]}
         if item.get("unsupported"):
-            out.append({"recipe": item["recipe"], "format": item["format"], "status": "unsupported",
-                        "error": item["unsupported"]})
+            out.append({**base, "status": "unsupported", "error": item["unsupported"]})
             continue
-        error = failure(item["sidecar"])
-        if error is not None:
-            out.append({"recipe": item["recipe"], "format": item["format"], "status": "convert_failed", "error": error})
+        info = read_sidecar(item["sidecar"])
+        if info.status == "failed":
+            out.append({**base, "steps": info.steps, "status": failure_status(info), "error": info.error})
             continue
-        artifact = Artifact.load(item["sidecar"])
-        meta = artifact.meta
-        parity = meta["metrics"].get("parity")
-        base = {
-            "recipe": item["recipe"],
-            "format": item["format"],
-            "lineage": " → ".join(step["stage"] for step in meta["lineage"]),
-            "artifact": str(artifact.dir),
-            "size_bytes": meta["size"]["bytes"],
-            "gzip_bytes": meta["size"]["gzip_bytes"],
-            "params": meta["params"]["count"],
-            "nonzero_params": meta["params"]["nonzero"],
-            "sparsity": meta["sparsity"],
-            "accuracy": meta["accuracy"]["test"],
-            "accuracy_val": meta["accuracy"]["val"],
-            "parity_agreement": parity["agreement"] if parity else None,
-            "parity_max_abs_diff_rel": parity["max_abs_diff_rel"] if parity else None,
-            "parity_failed": (not parity["passed"]) if parity else None,
-        }
-        paths = item.get("records", [])
-        if not paths:
+        base.update(artifact_columns(info, str(Path(item["sidecar"]).parent)))
+        if not item.get("records"):
             out.append(base)
-        for path in paths:
-            record = json.loads(Path(path).read_text())
-            on_device = {**base, "device": record["device"], "option_set": option_set_of(path)}
-            if record["status"] != "ok":  # e.g. a device that could not run it: keep the reason
-                out.append({**on_device, "status": record["status"], "error": record.get("error")})
-                continue
-            latency = record["latency"]
-            out.append({
-                **on_device,
-                "threads": record["settings"]["threads"],
-                "runtime": record["raw"]["runtime"],
-                "status": record["status"],
-                "latency_median_ms": latency["median_ms"],
-                "latency_p90_ms": latency["p90_ms"],
-                "latency_mean_ms": latency["mean_ms"],
-                "latency_std_ms": latency["std_ms"],
-                "latency_cv": latency["cv"],
-                "latency_min_ms": latency["min_ms"],
-                "runs": latency["n"],
-                "init_ms": record["raw"]["init_ms"],
-                "options": json.dumps(record["raw"].get("options", {}), sort_keys=True),
-                # noisy (high CV or throttled), throttled, cooldown_timed_out: a reason to distrust the row
-                "flags": ",".join(record.get("flags", [])),
-                "energy_j_per_inference": (record.get("energy") or {}).get("joules_per_inference"),
-                "avg_power_w": (record.get("energy") or {}).get("avg_power_w"),
-            })
+        for path in map(Path, item.get("records", [])):
+            if path.is_file():
+                out.append({**base, **record_columns(load(BenchRecord, path, "bench record"))})
+            else:
+                out.append({**base, **missing_record_columns(path)})
     return pd.DataFrame(out)
+
+
+def failed_steps(summary: Path) -> list[str]:
+    """One line per recipe whose steps failed: ``recipe: steps: message``."""
+    table = pd.read_parquet(summary)
+    if "status" not in table:
+        return []
+    failed = table[table["status"] == "stage_failed"].drop_duplicates(["recipe", "error"])
+    return [f"{row.recipe}: {row.steps}: {row.error}" for row in failed.itertuples()]
 
 
 def plot_accuracy_vs_latency(table: pd.DataFrame, path: Path) -> bytes:
@@ -103,7 +143,8 @@ def plot_accuracy_vs_latency(table: pd.DataFrame, path: Path) -> bytes:
                    alpha=0.6, label=f"{fmt} on {device}")
         for _, row in group.iterrows():
             setting = "" if row["option_set"] == DEFAULT else f" {row['option_set']}"
-            ax.annotate(f"{row['recipe']} t{row['threads']}{setting}", (row["latency_median_ms"], 100 * row["accuracy"]),
+            ax.annotate(f"{row['recipe']} t{int(row['threads'])}{setting}",
+                        (row["latency_median_ms"], 100 * row["accuracy"]),
                         fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("median latency (ms)")
     ax.set_ylabel("test accuracy (%)")
@@ -151,7 +192,7 @@ def write(deployables: list[dict], outdir: Path) -> pd.DataFrame:
     with atomic_path(outdir / "fastest.csv") as tmp:
         best.to_csv(tmp, index=False)
     png = plot_accuracy_vs_latency(table, outdir / "accuracy_vs_latency.png")
-    shown = table.drop(columns=["artifact", "lineage"], errors="ignore")
+    shown = table.drop(columns=["artifact"], errors="ignore")
     html = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>slimlab summary</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;font-size:13px}}

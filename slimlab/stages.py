@@ -6,9 +6,9 @@ from typing import Any, Callable
 
 import pydantic
 
-from slimlab import data, registry
-from slimlab import artifacts as artifacts_mod
+from slimlab import artifacts, data, registry
 from slimlab.errors import ConfigError
+from slimlab.records import Sidecar, Step
 
 
 class StageParams(pydantic.BaseModel):
@@ -37,10 +37,12 @@ class StageContext:
 
 @dataclass(frozen=True)
 class Stage:
-    """A named step. ``run(artifact, params, ctx)`` returns a model of kind ``output``.
+    """A named step. ``run(artifact, params, ctx)`` returns a model of format ``output``.
 
-    ``inputs`` lists the kinds it accepts; an empty tuple makes it a source
-    stage (like ``train``) that starts a recipe.
+    ``inputs`` lists the formats it accepts; an empty tuple makes it a source
+    stage (like ``train``) that starts a recipe. ``uses(params)`` names other
+    registered objects whose code is part of what the step builds (``train``:
+    the architecture), so that editing them reruns the step.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Stage:
     params: type[StageParams] = NoParams
     inputs: tuple[str, ...] = ("keras",)
     output: str = "keras"
+    uses: Callable[[StageParams], list] = lambda params: []
 
     @property
     def is_source(self) -> bool:
@@ -68,22 +71,37 @@ class Stage:
             raise ConfigError(f"{where}: invalid params for stage {self.name!r}: {problems}") from None
 
 
-def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> artifacts_mod.Artifact:
-    """Run one recipe step (``{"stage", "params", "dataset", "lineage"}``) and write its artifact."""
+def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> artifacts.Artifact | Sidecar:
+    """Run one recipe step (``{"stage", "params", "changed", "code", "dataset"}``) and write its artifact.
+
+    If the input artifact is a failed one, nothing runs: the output is failed too, naming the first failure.
+    """
     stage = registry.lookup(registry.stages(), step["stage"], "stage")
     params = stage.validate(step.get("params"), f"step {step['stage']}")
+    output_sidecar = Path(output_sidecar)
+    entry = Step(stage=stage.name, params=params.model_dump(mode="json"), changed=step.get("changed", {}),
+                 code=step.get("code"), artifact=str(output_sidecar.parent))
     dataset = step["dataset"]
-    ctx = StageContext(splits=data.load_spec(dataset), seed=dataset["seed"], workdir=Path(output_sidecar).parent)
-    if stage.is_source:
-        source, lineage = None, []
-    else:
-        source = artifacts_mod.Artifact.load(input_sidecar)
+    source, lineage = None, []
+    if not stage.is_source:
+        parent = artifacts.read_sidecar(input_sidecar)
+        lineage = parent.lineage
+        if parent.status == "failed":
+            message = parent.error if parent.error.startswith("skipped:") else f"skipped: {parent.error}"
+            return artifacts.write_failed(output_sidecar, stage.output, [*lineage, entry], dataset, message)
+        source = artifacts.Artifact.load(input_sidecar)
         if source.kind not in stage.inputs:
             raise ConfigError(f"stage {stage.name!r} takes {', '.join(stage.inputs)}, but {input_sidecar} is {source.kind}")
-        lineage = source.lineage
+    ctx = StageContext(splits=data.load_spec(dataset), seed=dataset["seed"], workdir=output_sidecar.parent)
     model = stage.run(source, params, ctx)
-    entry = {"stage": stage.name, "params": params.model_dump(mode="json")}
-    return artifacts_mod.write(
-        Path(output_sidecar).parent, stage.output, model,
-        lineage=[*lineage, entry], dataset=dataset, splits=ctx.splits, extra=ctx.metrics,
-    )
+    return artifacts.write(output_sidecar.parent, stage.output, model,
+                           lineage=[*lineage, entry], dataset=dataset, splits=ctx.splits, metrics=ctx.metrics)
+
+
+def mark_failed(step: dict, input_sidecar: Path | None, output_sidecar: Path, error: str) -> Sidecar:
+    """Record that ``step`` failed with ``error``: the report shows it and the steps below it are skipped."""
+    stage = registry.lookup(registry.stages(), step["stage"], "stage")
+    lineage = artifacts.read_sidecar(input_sidecar).lineage if input_sidecar else []
+    entry = Step(stage=stage.name, params=step.get("params", {}), changed=step.get("changed", {}),
+                 code=step.get("code"), artifact=str(Path(output_sidecar).parent))
+    return artifacts.write_failed(Path(output_sidecar), stage.output, [*lineage, entry], step["dataset"], error)

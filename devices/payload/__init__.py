@@ -1,1 +1,5 @@
-"""The scripts slimlab pushes to a device. They import nothing from slimlab."""
+"""slimlab's device payload: the timing loop, the run context, and one runtime adapter per format.
+
+It imports nothing from slimlab. The host zips this package, with every registered
+format's adapter, into one ``.pyz`` that the python runner pushes and runs.
+"""

@@ -1,31 +1,32 @@
-"""One benchmark record: an artifact, on one device, at one thread count.
+"""One benchmark record: an artifact, on one device, with one option set, at one thread count.
 
 A failed benchmark fails its job, so that the next run retries it, and writes
 no record: the report can never read a dead board as a slow model. Instead a
-failure note ``threads-<n>.failed.json`` is written atomically beside where
-the record would be, with the failure's tag (``offline``, ``timeout`` or
-``tool_error``) and reason; a later success removes it.
+failure note ``threads-<n>.failed.json`` (:class:`slimlab.records.BenchFailure`)
+is written atomically beside where the record would be, with the failure's tag
+(``offline``, ``timeout`` or ``tool_error``) and reason; a later success removes it.
 
-A record carries the run context the runner read on the device (``context``,
-see :mod:`slimlab.lab.context`) and ``flags``, its warnings: ``noisy``,
-``throttled``, ``cooldown_timed_out``.
+A record (:class:`slimlab.records.BenchRecord`) carries the latency statistics and
+every raw latency, the options asked for, reported back and honoured, the run
+context the runner read on the device, memory, energy, and ``flags``: ``noisy``,
+``throttled``, ``cooldown_timed_out``, ``sample_cap_reached``.
 """
 
-import datetime as dt
 import platform
 import time
 from pathlib import Path
 
-from slimlab import __version__, registry
-from slimlab.artifacts import Artifact, failure
-from slimlab.atomic import write_json
-from slimlab.errors import DeviceError
+from slimlab import registry
+from slimlab.artifacts import Artifact, read_sidecar
+from slimlab.errors import DeviceError, SlimlabError
 from slimlab.lab import context, energy
+from slimlab.lab.devices import Device
 from slimlab.lab.lock import device_lock, lock_dir
 from slimlab.lab.stats import summarize
 from slimlab.lab.transport import failure_tag
+from slimlab.records import BenchFailure, BenchRecord, Latency, Options, failure_note_path
 
-SETTINGS = ("warmup", "runs", "min_seconds", "timeout_s")
+SETTINGS = ("warmup", "runs", "min_seconds", "max_samples", "timeout_s", "noisy_cv")
 # How long a job waits for another run's benchmark on the same device.
 LOCK_WAIT_S = 3600.0
 
@@ -38,83 +39,70 @@ class BenchFailed(DeviceError):
         self.tag = tag
 
 
-def measurement_settings(device: dict, defaults: dict) -> dict:
-    """The config's ``bench`` block, overridden key by key by the device's own entry.
-
-    ``options`` holds the runtime options per format (XNNPACK, ncnn fp16, MNN precision, ...).
-    ``noisy_cv`` is the latency CV above which a record is flagged ``noisy``.
-    """
-    return {
-        **{key: device.get(key, defaults[key]) for key in (*SETTINGS, "threads")},
-        "noisy_cv": device.get("noisy_cv", defaults.get("noisy_cv", context.NOISY_CV)),
-        "options": defaults.get("options", {}),
-    }
+def measurement_settings(device: Device, bench: dict) -> dict:
+    """The config's ``bench`` block (one option set's options), overridden key by key by the device's entry."""
+    return {**{key: device.measurement.get(key, bench[key]) for key in SETTINGS}, "options": bench["options"]}
 
 
-def failure_path(output: Path) -> Path:
-    """Where a failed job leaves its note: ``threads-1.json`` -> ``threads-1.failed.json``."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}.failed.json")
-
-
-def _measure(device: dict, artifact: Artifact, threads: int, settings: dict) -> tuple[dict, dict]:
-    """The runner's raw result and the energy used, sampled beside it and net of an idle baseline."""
-    make_transport = registry.lookup(registry.transports(), device["transport"], "transport")
-    probe_name = (device.get("energy") or {}).get("probe", "none")
-    probe_class = registry.lookup(registry.energy_probes(), probe_name, "energy probe")
+def _measure(device: Device, artifact: Artifact, threads: int, settings: dict, lock_wait_s: float,
+             locks: Path) -> tuple[dict, object, float]:
+    """The runner's raw result, the energy used (sampled beside it, net of an idle baseline) and the wall time."""
+    transport_class = registry.transports()[device.transport]
     # The probe reads while the runner runs: each gets its own connection.
-    transport, probe_transport = make_transport(device), make_transport(device)
+    transport, probe_transport = transport_class(device), transport_class(device)
     try:
-        runner = registry.lookup(registry.runners(), device["runner"], "runner")(device, transport)
-        raw, used = energy.measure(probe_class(device, probe_transport),
-                                   lambda: runner.measure(artifact, threads, settings))
-        return raw, used.as_record()
+        with device_lock(transport.physical_id, locks, lock_wait_s):
+            began = time.perf_counter()
+            runner = registry.runners()[device.runner](device, transport)
+            probe = registry.energy_probes()[device.probe](device, probe_transport)
+            raw, used = energy.measure(probe, lambda: runner.measure(artifact, threads, settings))
+            return raw, used, (time.perf_counter() - began) * 1e3
     finally:
         transport.close()
         probe_transport.close()
 
 
-def run(device: dict, artifact_sidecar: Path, threads: int, defaults: dict, output: Path,
-        locks: Path | None = None, lock_wait_s: float = LOCK_WAIT_S) -> dict:
-    conversion_error = failure(artifact_sidecar)
-    if conversion_error is not None:
-        # Nothing to measure; the report shows the conversion's own failure for this row.
-        record = {"device": device["name"], "status": "skipped", "error": f"conversion failed: {conversion_error}"}
-        write_json(output, record)
+def run(device: Device, artifact_sidecar: Path, threads: int, bench: dict, output: Path,
+        locks: Path | None = None, lock_wait_s: float = LOCK_WAIT_S) -> BenchRecord:
+    """Measure and write one record; ``bench`` is the config's bench block with one option set's ``options``
+    and its name as ``option_set``."""
+    settings = measurement_settings(device, bench)
+    sidecar = read_sidecar(artifact_sidecar)
+    target = dict(device=device.name, transport=device.transport, runner=device.runner, host=platform.node(),
+                  artifact=str(Path(artifact_sidecar).parent), format=sidecar.format,
+                  option_set=bench["option_set"], threads=threads,
+                  settings={key: settings[key] for key in SETTINGS})
+    if sidecar.status == "failed":
+        # Nothing to measure; the report shows the step's own failure for this row.
+        record = BenchRecord(**target, status="skipped", error=f"the artifact failed: {sidecar.error}")
+        record.save(output)
         return record
-    artifact = Artifact.load(artifact_sidecar)
-    settings = measurement_settings(device, defaults)
-    started = dt.datetime.now(dt.timezone.utc)
-    about = {
-        "slimlab_version": __version__,
-        "device": device["name"],
-        "transport": device["transport"],
-        "runner": device["runner"],
-        "host": platform.node(),
-        "started": started.isoformat(timespec="seconds"),
-        "artifact": str(artifact.dir),
-        "artifact_sha256": artifact.sha256,
-        "format": artifact.meta["format"],
-        "settings": {**{k: settings[k] for k in SETTINGS}, "threads": threads, "noisy_cv": settings["noisy_cv"],
-                     "options": settings["options"].get(artifact.kind, {})},
-    }
+    requested = settings["options"].get(sidecar.format, {})
     try:
-        with device_lock(device["name"], locks or lock_dir(), lock_wait_s):
-            began = time.perf_counter()
-            raw, used = _measure(device, artifact, threads, settings)
-            wall_ms = (time.perf_counter() - began) * 1e3
-    except DeviceError as exc:
-        tag = failure_tag(exc)
-        write_json(failure_path(output), {**about, "status": "failed", "tag": tag, "reason": str(exc)})
-        raise BenchFailed(f"bench of {artifact.dir} on device {device['name']!r} failed ({tag}): {exc}", tag) from None
-    # Push, run and pull, without waiting for the lock: what the device cost beyond the payload's timings.
-    # Native tools report only a summary; the python runner keeps every latency.
-    latency = summarize(raw["latencies_ms"]) if raw.get("latencies_ms") else raw["summary"]
-    # The payload's context moves up beside the latency it explains; native tools read none.
+        artifact = Artifact.load(artifact_sidecar)
+        raw, used, wall_ms = _measure(device, artifact, threads, settings, lock_wait_s, locks or lock_dir())
+    except (SlimlabError, OSError) as exc:
+        tag = failure_tag(exc) if isinstance(exc, DeviceError) else "tool_error"
+        reason = str(exc) if isinstance(exc, SlimlabError) else f"{type(exc).__name__}: {exc}"
+        BenchFailure(**target, tag=tag, reason=reason).save(failure_note_path(output))
+        raise BenchFailed(f"bench of {artifact_sidecar} on device {device.name!r} failed ({tag}): {reason}",
+                          tag) from None
+    latencies = raw.pop("latencies_ms", None)
+    latency = Latency(**(summarize(latencies) if latencies else raw.pop("summary")))
     run_context = raw.pop("context", None)
-    record = {**about, "status": "ok", "wall_ms": wall_ms, "latency": latency,
-              "flags": context.flags(latency, run_context, settings["noisy_cv"]), "context": run_context,
-              "energy": used, "raw": raw}
-    write_json(output, record)
-    failure_path(output).unlink(missing_ok=True)
+    flags = context.flags(latency.model_dump(), run_context, settings["noisy_cv"])
+    if raw.get("sample_cap_reached"):
+        flags.append("sample_cap_reached")
+    record = BenchRecord(
+        **{**target, "artifact_sha256": artifact.sha256},
+        runtime=raw.pop("runtime"),
+        options=Options(requested=requested, reported=raw.pop("options", {}), honoured=raw.pop("honoured", [])),
+        payload_sha256=raw.pop("payload_sha256", None),
+        wall_ms=wall_ms, init_ms=raw.pop("init_ms", None), first_inference_ms=raw.pop("first_inference_ms", None),
+        latency=latency, latencies_ms=latencies, flags=flags, context=run_context, energy=used,
+        memory=raw.pop("memory", None), raw=raw,
+    )
+    record.save(output)
+    failure_note_path(output).unlink(missing_ok=True)
     return record
+

@@ -18,36 +18,52 @@ import posixpath
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from pydantic import Field
 
 from slimlab.errors import DeviceError
+from slimlab.lab.devices import Settings
+from slimlab.records import Energy
 
 COUNTER, POWER, NONE = "counter", "power", "none"
 MICRO = 1e-6
 
 
+class ProbeSettings(Settings):
+    """The ``energy`` block's keys that every probe has (besides ``probe``)."""
+
+    interval_s: float = Field(0.1, gt=0, le=60, description="sampling interval")
+    settle_s: float = Field(1.0, ge=0, le=600, description="pause between the work and the idle baseline")
+
+
 class EnergyProbe(ABC):
-    """One device's energy meter. Subclasses set ``name`` and ``kind`` and implement :meth:`read`."""
+    """One device's energy meter. Subclasses set ``name``, ``kind`` and ``Settings`` and implement :meth:`read`."""
 
     name: str  # as registered and named in the inventory's ``energy.probe``
     kind: str
+    Settings: type[ProbeSettings] = ProbeSettings
     # Counter channels that wrap, with the value at which they do (RAPL's max_energy_range_uj).
     wrap_uj: dict[str, float] = {}
 
-    def __init__(self, device: dict, transport):
+    def __init__(self, device, transport):
         self.device = device
         self.transport = transport
-        self.settings = device.get("energy") or {}
+        self.settings = device.energy
 
     @abstractmethod
     def read(self) -> dict[str, float]:
         """Per channel: cumulative µJ (``counter``) or instantaneous µW (``power``)."""
 
     def error(self, message: str) -> DeviceError:
-        return DeviceError(f"device {self.device['name']!r}: energy probe {self.name!r}: {message}")
+        return DeviceError(f"device {self.device.name!r}: energy probe {self.name!r}: {message}")
+
+
+class SysfsSettings(ProbeSettings):
+    root: str = Field("/", min_length=1, description="prefix of the sysfs paths on the device (tests: a temp tree)")
+    timeout_s: float = Field(10.0, gt=0, le=600, description="per read of the meter files")
 
 
 class SysfsProbe(EnergyProbe):
@@ -56,15 +72,13 @@ class SysfsProbe(EnergyProbe):
     ``energy.root`` prefixes every path, so tests can point a probe at a tree in a temp dir.
     """
 
-    @property
-    def timeout_s(self) -> float:
-        return self.settings.get("timeout_s", 10.0)
+    Settings = SysfsSettings
 
     def path(self, *parts: str) -> str:
-        return posixpath.join(self.settings.get("root", "/"), *parts)
+        return posixpath.join(self.settings.root, *parts)
 
     def _run(self, argv: list[str]) -> str:
-        result = self.transport.run(argv, timeout=self.timeout_s)
+        result = self.transport.run(argv, timeout=self.settings.timeout_s)
         if result.returncode != 0:
             # cat and ls name the path they could not read in their first stderr line.
             detail = (result.stderr.strip().splitlines() or [f"{argv[0]} exited {result.returncode}"])[0]
@@ -98,23 +112,6 @@ class SysfsProbe(EnergyProbe):
 class Reading:
     time_s: float  # host monotonic clock, midway through the read
     values: dict[str, float]
-
-
-@dataclass(frozen=True)
-class EnergyResult:
-    """What a bench record keeps. With no probe every number is None and ``reason`` says why."""
-
-    probe: str
-    joules_per_inference: float | None = None
-    avg_power_w: float | None = None  # during the timed runs, idle included
-    idle_power_w: float | None = None
-    window_s: float | None = None
-    inferences: int | None = None
-    samples: int | None = None
-    reason: str | None = None
-
-    def as_record(self) -> dict:
-        return asdict(self)
 
 
 def timed_window(raw: dict) -> tuple[float, int]:
@@ -191,7 +188,7 @@ def cumulative_joules(readings: list[Reading], probe: EnergyProbe) -> tuple[np.n
 
 
 def energy_result(probe: EnergyProbe, active: list[Reading], idle: list[Reading],
-                  window_s: float, inferences: int, end_s: float) -> EnergyResult:
+                  window_s: float, inferences: int, end_s: float) -> Energy:
     """Net joules per inference over the ``window_s`` before ``end_s``, when the work returned.
 
     The timed runs are the last thing a runner does, so they fill that window.
@@ -207,7 +204,7 @@ def energy_result(probe: EnergyProbe, active: list[Reading], idle: list[Reading]
     window_j = float(np.interp(end_s, times, joules) - np.interp(start_s, times, joules))
     idle_times, idle_joules = cumulative_joules(idle, probe)
     idle_w = float(idle_joules[-1] / (idle_times[-1] - idle_times[0]))
-    return EnergyResult(
+    return Energy(
         probe=probe.name,
         joules_per_inference=(window_j - idle_w * window_s) / inferences,
         avg_power_w=window_j / window_s,
@@ -218,15 +215,15 @@ def energy_result(probe: EnergyProbe, active: list[Reading], idle: list[Reading]
     )
 
 
-def measure(probe: EnergyProbe, work: Callable[[], dict]) -> tuple[dict, EnergyResult]:
+def measure(probe: EnergyProbe, work: Callable[[], dict]) -> tuple[dict, Energy]:
     """Run ``work`` (a runner's ``measure``) while sampling, then take an idle baseline as long as its timed window.
 
     The baseline follows the work because only then is the window's length known;
     ``energy.settle_s`` lets the device return to idle first.
     """
     if probe.kind == NONE:
-        return work(), EnergyResult(probe=probe.name, reason=probe.reason)
-    interval_s = probe.settings.get("interval_s", 0.1)
+        return work(), Energy(probe=probe.name, reason=probe.reason)
+    interval_s = probe.settings.interval_s
     sampler = _Sampler(probe, interval_s, _read(probe))  # the first read also proves the probe works
     sampler.start()
     try:
@@ -236,6 +233,6 @@ def measure(probe: EnergyProbe, work: Callable[[], dict]) -> tuple[dict, EnergyR
         sampler.halt()
     active = sampler.readings()
     window_s, inferences = timed_window(raw)
-    time.sleep(probe.settings.get("settle_s", 1.0))
+    time.sleep(probe.settings.settle_s)
     idle = sample_for(probe, window_s, interval_s)
     return raw, energy_result(probe, active, idle, window_s, inferences, end_s)

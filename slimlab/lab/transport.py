@@ -20,6 +20,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from slimlab.artifacts import sha256_file
 from slimlab.errors import DeviceError
+from slimlab.lab.devices import Device, Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,31 @@ class CommandResult:
 
 
 class Transport(ABC):
-    """A way to reach one device. ``device`` is its validated inventory entry."""
+    """A way to reach one device. Subclasses set ``name`` (as registered) and ``Settings`` (their inventory block)."""
 
-    def __init__(self, device: dict):
+    name: str
+    Settings: type[Settings] = Settings
+    # Where pushed files go when the inventory names no workdir: a folder the login user owns.
+    default_workdir: str
+    # A file every payload on the device flocks while it measures, whoever started it.
+    device_lock: str = "/tmp/slimlab-device.lock"
+
+    def __init__(self, device: Device):
         self.device = device
+        self.settings = device.transport_settings
 
     @property
-    def name(self) -> str:
-        return self.device["name"]
+    def device_name(self) -> str:
+        return self.device.name
+
+    @property
+    @abstractmethod
+    def physical_id(self) -> str:
+        """The device as this transport reaches it, the same from every inventory: what the lab locks."""
 
     @property
     def workdir(self) -> PurePosixPath:
-        return PurePosixPath(self.device["workdir"])
+        return PurePosixPath(self.device.workdir or self.default_workdir)
 
     def retrying(self, attempts: int) -> Retrying:
         """Retry a link failure (``offline``) with exponential backoff; other failures are final."""
@@ -94,7 +108,7 @@ class Transport(ABC):
 
     def pull(self, remote: str, local: Path) -> None:
         """Copy ``remote`` from the device to ``local``."""
-        raise DeviceToolError(f"device {self.name!r}: the {self.device['transport']} transport cannot pull files")
+        raise DeviceToolError(f"device {self.device_name!r}: the {self.name} transport cannot pull files")
 
     def close(self) -> None:
         """Release connections. Local transports hold none."""
@@ -133,11 +147,11 @@ class ShellTransport(Transport):
         if found != sha256:
             self.sh(f"rm -f -- {shlex.quote(partial)}", timeout=30)
             raise DeviceToolError(
-                f"device {self.name!r}: upload to {remote} has sha256 {found}, expected {sha256}"
+                f"device {self.device_name!r}: upload to {remote} has sha256 {found}, expected {sha256}"
             )
         moved = self.sh(f"mv -f -- {shlex.quote(partial)} {shlex.quote(remote)}", timeout=30)
         if moved.returncode != 0:
-            raise DeviceToolError(f"device {self.name!r}: cannot rename {partial}: {moved.stderr.strip()}")
+            raise DeviceToolError(f"device {self.device_name!r}: cannot rename {partial}: {moved.stderr.strip()}")
 
     @abstractmethod
     def copy_to(self, local: Path, remote: str) -> None:
@@ -167,4 +181,4 @@ class ShellTransport(Transport):
         parent = shlex.quote(str(PurePosixPath(remote).parent))
         made = self.sh(f"mkdir -p -- {parent}", timeout=30)
         if made.returncode != 0:
-            raise DeviceToolError(f"device {self.name!r}: cannot create {parent}: {made.stderr.strip()}")
+            raise DeviceToolError(f"device {self.device_name!r}: cannot create {parent}: {made.stderr.strip()}")

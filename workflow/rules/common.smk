@@ -1,10 +1,10 @@
 # Config validation, the recipe plan and path helpers shared by every rule file.
 import json
+import os
 import re
 import sys
 
-from slimlab import config as slimlab_config
-from slimlab import option_sets, recipes, registry
+from slimlab import option_sets, registry, workflow as slimlab_workflow
 from slimlab.errors import SlimlabError
 
 ARTIFACTS = "results/artifacts"
@@ -13,19 +13,14 @@ LOGS = "results/logs"
 REPORT = "results/report"
 
 try:
-    slimlab_config.validate(config, "config.schema.yaml", "config")
-    PLAN = recipes.build_plan(config)
-    INVENTORY = slimlab_config.load_inventory(config["lab"]["inventory"])
-    for _name in config["lab"]["devices"]:
-        if _name not in INVENTORY:
-            raise SlimlabError(f"lab.devices: {_name!r} is not in {config['lab']['inventory']}")
-        registry.lookup(registry.transports(), INVENTORY[_name]["transport"], f"transport of device {_name!r}")
-        registry.lookup(registry.runners(), INVENTORY[_name]["runner"], f"runner of device {_name!r}")
+    slimlab_workflow.check_files(workflow.configfiles)
+    EXPERIMENT = slimlab_workflow.check(config)
 except SlimlabError as exc:
     # One line, no traceback: the message names the bad key or file.
     sys.exit(f"slimlab: error: {exc}")
 
-DEVICES = {name: INVENTORY[name] for name in config["lab"]["devices"]}
+PLAN = EXPERIMENT.plan
+DEVICES = EXPERIMENT.devices
 
 _SOURCE_STAGES = "|".join(re.escape(n) for n, s in registry.stages().items() if s.is_source)
 SOURCE_STEP = rf"(?:{_SOURCE_STAGES})(?:@[^/]+)?"
@@ -50,20 +45,21 @@ def step_json(wildcards):
 def bench_records(device, artifact_format, artifact):
     """Records for one deployable on one device, if the device has the runtime: one per thread
     count and option set that applies to the format."""
-    if artifact_format not in device["runtimes"]:
+    if artifact_format not in device.runtimes:
         return []
-    threads = device.get("threads", config["bench"]["threads"])
+    threads = device.measurement.get("threads", config["bench"]["threads"])
     return [
-        f"{BENCH}/{device['name']}/{artifact}/{option_set}/threads-{n}.json"
+        f"{BENCH}/{device.name}/{artifact}/{option_set}/threads-{n}.json"
         for option_set in option_sets.sets_for(config["bench"], artifact_format)
         for n in threads
     ]
 
 
 def bench_settings(wildcards):
-    """The `bench` block for one option set, as JSON for `slimlab bench`: its `options` are the set's, merged."""
+    """The `bench` block for one option set, as JSON for `slimlab bench`: its name and its merged options."""
     settings = {key: value for key, value in config["bench"].items() if key != "option_sets"}
-    return json.dumps({**settings, "options": option_sets.merged(config["bench"], wildcards.options)}, sort_keys=True)
+    options = option_sets.merged(config["bench"], wildcards.options)
+    return json.dumps({**settings, "option_set": wildcards.options, "options": options}, sort_keys=True)
 
 
 def deployables():

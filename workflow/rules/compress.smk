@@ -1,5 +1,6 @@
 # Compression stages (prune, quantize, cluster, distill, ...): any registered stage
 # applied to the artifact of the step before it. A new stage plugin needs no new rule.
+# A failed step leaves a failed sidecar, as in train.smk.
 
 
 rule compress:
@@ -12,8 +13,10 @@ rule compress:
         step=COMPRESS_STEP,
     params:
         step=step_json,
-    threads: 4
     log:
         LOGS + "/{parent}/{step}.log",
+    conda:
+        "../../environment.yml"
     shell:
         "slimlab run-step --threads {threads} --step {params.step:q} --input {input:q} --output {output:q} > {log:q} 2>&1"
+        " || slimlab mark-failed --step {params.step:q} --input {input:q} --output {output:q} --log {log:q}"

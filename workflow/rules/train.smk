@@ -1,4 +1,7 @@
 # Source stages (train): the first step of every recipe; they read only the data set.
+# A step that fails writes a failed sidecar instead (`slimlab mark-failed`): the steps
+# below it are skipped, the report still builds and shows the failure, and the
+# `steps_succeeded` check at the end makes the run exit non-zero.
 
 
 rule train:
@@ -9,8 +12,10 @@ rule train:
         step=SOURCE_STEP,
     params:
         step=step_json,
-    threads: 4
     log:
         LOGS + "/{dataset}/{step}.log",
+    conda:
+        "../../environment.yml"
     shell:
         "slimlab run-step --threads {threads} --step {params.step:q} --output {output:q} > {log:q} 2>&1"
+        " || slimlab mark-failed --step {params.step:q} --output {output:q} --log {log:q}"

@@ -1,0 +1,3 @@
+from slimlab_payload.main import main
+
+main()

@@ -1,0 +1,95 @@
+"""What a runtime adapter implements, and the checks every adapter shares.
+
+An adapter is one module ``slimlab_payload/runtimes/<format>.py`` holding a class
+``Adapter(Runtime)``. Its options were validated on the host against the format's
+options model; the payload checks them again against the same schema, shipped
+beside the adapter as ``<format>.options.json``, because the payload may run a
+different runtime version than the host expects.
+"""
+
+import importlib
+import json
+import pkgutil
+from abc import ABC, abstractmethod
+
+
+class PayloadError(Exception):
+    """A problem the user must fix (an option, a missing runtime): reported as one line, exit 2."""
+
+
+def require(module: str):
+    """Import a runtime's module, or say that this device lacks it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise PayloadError(f"runtime module {module!r} is not installed on this device ({exc})") from None
+
+
+def random_input(np, shape, dtype, rng):
+    """Uniform noise in the tensor's type: [0, 1) for floats, the full range for integers."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.random(shape, dtype=np.float32).astype(dtype)
+
+
+_TYPES = {"integer": int, "number": (int, float), "string": str}
+
+
+def _has_type(value, type_name: str) -> bool:
+    if type_name == "boolean" or isinstance(value, bool):  # in Python a bool is also an int
+        return type_name == "boolean" and isinstance(value, bool)
+    return isinstance(value, _TYPES[type_name])
+
+
+def check_options(runtime: str, options: dict, schema: dict) -> dict:
+    """The options, if ``schema`` (the format's flat options schema) allows every one."""
+    allowed = schema.get("properties", {})
+    for name, value in options.items():
+        if name not in allowed:
+            raise PayloadError(f"unknown {runtime} option {name!r} (known: {', '.join(allowed) or 'none'})")
+        spec = allowed[name]
+        if "enum" in spec and value not in spec["enum"]:
+            raise PayloadError(f"{runtime} option {name!r} must be one of {', '.join(map(str, spec['enum']))}, "
+                               f"got {value!r}")
+        if "type" in spec and not _has_type(value, spec["type"]):
+            raise PayloadError(f"{runtime} option {name!r} must be of type {spec['type']}, got {value!r}")
+    return options
+
+
+class Runtime(ABC):
+    """One runtime: ``__init__`` imports it (untimed), ``load`` is timed as init, ``feed`` sets a random
+    input (untimed), ``invoke`` is one timed inference, ``applied`` reads the options back from the runtime."""
+
+    version: str
+
+    def __init__(self, np):
+        self.np = np
+
+    @abstractmethod
+    def load(self, files: list[str], threads: int, options: dict) -> None: ...
+
+    @abstractmethod
+    def feed(self, rng, input_shape: list[int] | None) -> None: ...
+
+    @abstractmethod
+    def invoke(self) -> None: ...
+
+    @abstractmethod
+    def applied(self) -> dict: ...
+
+    def observed(self) -> dict:
+        """Runtime-specific facts for the record besides the options (e.g. delegated nodes, arena bytes)."""
+        return {}
+
+
+def adapter(runtime: str) -> tuple[type[Runtime], dict]:
+    """The adapter class for ``runtime`` and its options schema, from the payload's runtimes/ folder."""
+    try:
+        module = importlib.import_module(f"slimlab_payload.runtimes.{runtime}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"slimlab_payload.runtimes.{runtime}":
+            raise
+        raise PayloadError(f"this payload has no {runtime!r} runtime adapter") from None
+    return module.Adapter, json.loads(pkgutil.get_data("slimlab_payload.runtimes", f"{runtime}.options.json"))

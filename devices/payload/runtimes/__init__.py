@@ -1,0 +1,1 @@
+"""One runtime adapter per format, each a module holding ``class Adapter(Runtime)``."""

@@ -1,0 +1,30 @@
+"""onnxruntime's CPU provider, for ``onnx`` models."""
+
+from slimlab_payload.runtime import Runtime, random_input, require
+
+
+class Adapter(Runtime):
+    def __init__(self, np):
+        super().__init__(np)
+        self.ort = require("onnxruntime")
+        self.version = f"onnxruntime {self.ort.__version__}"
+
+    def load(self, files, threads, options):
+        self.session_options = self.ort.SessionOptions()
+        self.session_options.intra_op_num_threads = threads
+        self.session_options.inter_op_num_threads = 1  # a plain chain of ops: parallelism is within each op
+        self.session = self.ort.InferenceSession(files[0], self.session_options, providers=["CPUExecutionProvider"])
+
+    def feed(self, rng, input_shape):
+        types = {"tensor(float)": self.np.float32, "tensor(int8)": self.np.int8, "tensor(uint8)": self.np.uint8}
+        self.feeds = {}
+        for tensor in self.session.get_inputs():
+            shape = [dim if isinstance(dim, int) else 1 for dim in tensor.shape]  # a free batch dim -> 1
+            self.feeds[tensor.name] = random_input(self.np, shape, types[tensor.type], rng)
+
+    def invoke(self):
+        self.session.run(None, self.feeds)
+
+    def applied(self):
+        return {"num_threads": self.session_options.intra_op_num_threads,
+                "inter_op_num_threads": self.session_options.inter_op_num_threads}

@@ -1,0 +1,1 @@
+"""Data set plugins: one module per data set, with its params."""

@@ -1,0 +1,1 @@
+"""Format plugins: one module per model format, with its convert stage and runtime options."""

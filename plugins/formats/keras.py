@@ -1,0 +1,44 @@
+"""keras: a tf_keras model in one ``.keras`` file, the format every training and compression stage works on.
+
+Host only (no runtime adapter): devices run its conversions.
+"""
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from slimlab import hookimpl
+from slimlab.atomic import atomic_path
+from slimlab.errors import ArtifactError
+from slimlab.formats import Format
+from slimlab.kit.training import keras
+
+
+class KerasFormat(Format):
+    name = "keras"
+    files = ("model.keras",)
+
+    def save(self, model, folder: Path) -> None:
+        with atomic_path(self.paths(folder)[0]) as tmp:
+            model.save(tmp)
+
+    def load(self, folder: Path):
+        path = self.paths(folder)[0]
+        if not zipfile.is_zipfile(path):
+            raise ArtifactError(f"{path}: not a Keras .keras archive (truncated or corrupt)")
+        try:
+            return keras().models.load_model(path, compile=False)
+        except Exception as exc:  # Keras raises many kinds for a bad archive; the file is named either way
+            raise ArtifactError(f"{path}: Keras could not load the model: {exc}") from exc
+
+    def predict(self, model, x: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(x, batch_size=256, verbose=0))
+
+    def weights(self, model) -> list[np.ndarray]:
+        return [np.asarray(w) for w in model.get_weights()]
+
+
+@hookimpl
+def register_formats(register):
+    register(KerasFormat())

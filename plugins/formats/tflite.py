@@ -1,0 +1,174 @@
+"""tflite: a TFLite flatbuffer, run on the host and on devices by LiteRT; and its ``convert.tflite`` stage.
+
+``convert.tflite`` makes a float32 model from Keras, numerically unchanged. With
+``sparse: true`` it stores mostly-zero kernels (after pruning) in TFLite's sparse
+tensor encoding (index + value lists): the survey's sparse storage, visible in the
+deployed file's size. (The same encoding on a full-int8 model saved little here,
+and LiteRT 2.3's XNNPACK delegate refused its sparse int8 FULLY_CONNECTED, so
+quantize.int8 does not offer it.)
+
+Runtime option ``xnnpack: false`` builds the interpreter without LiteRT's default
+XNNPACK delegate. Reading the stored weights needs no TensorFlow: LiteRT ships
+the flatbuffer schema.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from slimlab import hookimpl
+from slimlab.atomic import write_bytes
+from slimlab.errors import ArtifactError
+from slimlab.formats import Format, RuntimeOptions, builtin_adapter
+from slimlab.kit import parity
+from slimlab.kit.export import keras_to_tflite
+from slimlab.stages import Stage, StageParams
+
+_WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
+_PASS_THROUGH_OPS = {"DEQUANTIZE", "DENSIFY"}
+
+
+def interpreter_class():
+    """LiteRT first (maintained), then tflite_runtime, then TensorFlow's own."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            from tensorflow.lite import Interpreter
+    return Interpreter
+
+
+def to_tensor_dtype(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Quantise a float batch as the tensor asks (scale and zero point), else cast."""
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.integer) and scale:
+        info = np.iinfo(detail["dtype"])
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+    return x.astype(detail["dtype"])
+
+
+def from_tensor_dtype(y: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.integer) and scale:
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def decode_tensor(tensor, raw: np.ndarray, dtypes: dict) -> np.ndarray:
+    """A stored tensor as real values; a sparse one counts its dense size, only its stored values nonzero."""
+    dtype = np.dtype(dtypes[tensor.type].lower())
+    values = raw.view(dtype)
+    if tensor.sparsity is not None:
+        dense = np.zeros(int(np.prod(tensor.shape)), np.float32)
+        dense[: values.size] = values
+        return dense
+    values = values.reshape(tensor.shape)
+    q = tensor.quantization
+    if q is not None and q.scale is not None and np.issubdtype(dtype, np.integer):
+        zero_point = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0], np.float32)
+        scale = np.asarray(q.scale, np.float32)
+        if scale.size > 1:
+            axis_shape = [1] * values.ndim
+            axis_shape[q.quantizedDimension] = -1
+            scale, zero_point = scale.reshape(axis_shape), zero_point.reshape(axis_shape)
+        return (values.astype(np.float32) - zero_point) * scale
+    return values.astype(np.float32)
+
+
+class TfliteOptions(RuntimeOptions):
+    xnnpack: bool | None = Field(None, description="LiteRT's default XNNPACK delegate (default true)")
+
+
+class TfliteFormat(Format):
+    name = "tflite"
+    files = ("model.tflite",)
+    Options = TfliteOptions
+    runtime_adapter = builtin_adapter("tflite")
+
+    def save(self, model: bytes, folder: Path) -> None:
+        write_bytes(self.paths(folder)[0], model)
+
+    def load(self, folder: Path) -> bytes:
+        path = self.paths(folder)[0]
+        data = path.read_bytes()
+        if len(data) < 8 or data[4:8] != b"TFL3":
+            raise ArtifactError(f"{path}: not a TFLite flatbuffer (missing 'TFL3' identifier; truncated or corrupt)")
+        try:
+            interpreter_class()(model_content=data).allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"{path}: LiteRT cannot load the model: {exc}") from exc
+        return data
+
+    def predict(self, model: bytes, x: np.ndarray) -> np.ndarray:
+        """Every sample through LiteRT, quantising input and dequantising output as the model asks."""
+        interpreter = interpreter_class()(model_content=model, num_threads=1)
+        interpreter.allocate_tensors()
+        inp = interpreter.get_input_details()[0]
+        out = interpreter.get_output_details()[0]
+        logits = []
+        for sample in to_tensor_dtype(x, inp):
+            interpreter.set_tensor(inp["index"], sample[None])
+            interpreter.invoke()
+            logits.append(from_tensor_dtype(interpreter.get_tensor(out["index"])[0], out))
+        return np.stack(logits)
+
+    def weights(self, model: bytes) -> list[np.ndarray]:
+        """Constant weight/bias tensors of the weighted ops, following DEQUANTIZE/DENSIFY to what is stored."""
+        from ai_edge_litert import schema_py_generated as schema
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+        dtypes = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+        flat = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+
+        def opname(op):
+            code = flat.operatorCodes[op.opcodeIndex]
+            return names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+        weights = []
+        for graph in flat.subgraphs:
+            producer = {out: op for op in graph.operators for out in op.outputs}
+            seen = set()
+            for op in graph.operators:
+                if opname(op) not in _WEIGHTED_OPS:
+                    continue
+                for index in list(op.inputs)[1:]:
+                    while index in producer and opname(producer[index]) in _PASS_THROUGH_OPS:
+                        index = producer[index].inputs[0]
+                    tensor = graph.tensors[index] if index >= 0 else None
+                    buffer = flat.buffers[tensor.buffer] if tensor is not None else None
+                    if index in seen or buffer is None or buffer.data is None or len(buffer.data) == 0:
+                        continue
+                    seen.add(index)
+                    weights.append(decode_tensor(tensor, np.asarray(buffer.data, np.uint8), dtypes))
+        return weights
+
+
+class ConvertParams(StageParams):
+    sparse: bool = Field(False, description="store mostly-zero kernels in TFLite's sparse (index + value) encoding")
+
+
+def convert_tflite(artifact, params: ConvertParams, ctx) -> bytes:
+    """Float32 TFLite model through a SavedModel; parity with the Keras model is recorded."""
+    import tensorflow as tf
+
+    def configure(converter):
+        if params.sparse:
+            converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+
+    model = keras_to_tflite(artifact.model, configure)
+    parity.record(ctx, artifact, TfliteFormat(), model)
+    return model
+
+
+@hookimpl
+def register_formats(register):
+    register(TfliteFormat())
+
+
+@hookimpl
+def register_stages(register):
+    register(Stage("convert.tflite", convert_tflite, ConvertParams, inputs=("keras",), output="tflite"))

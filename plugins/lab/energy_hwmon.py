@@ -1,0 +1,72 @@
+"""hwmon: a power-monitor chip under /sys/class/hwmon (INA219, INA226, INA3221, ...).
+
+``energy.chip`` is the chip's ``name`` file; ``energy.channels`` the channel
+numbers (default: all). The best signal the chip offers is used: an energy
+counter ``energyN_input`` (µJ), else power ``powerN_input`` (µW), else bus
+voltage × current ``inN_input`` (mV) × ``currN_input`` (mA), which is µW.
+"""
+
+import math
+import re
+
+from pydantic import Field
+
+from slimlab import hookimpl
+from slimlab.errors import ConfigError
+from slimlab.lab.energy import COUNTER, POWER, SysfsProbe, SysfsSettings
+
+HWMON = "sys/class/hwmon"
+# Best first: the probe's kind, and the files whose values make one channel's µJ or µW.
+SIGNALS = ((COUNTER, ("energy",)), (POWER, ("power",)), (POWER, ("in", "curr")))
+
+
+def _numbers(listing: list[str], stem: str) -> set[int]:
+    pattern = re.compile(rf"{stem}(\d+)_input")
+    return {int(m.group(1)) for m in map(pattern.fullmatch, listing) if m}
+
+
+class HwmonSettings(SysfsSettings):
+    chip: str = Field(min_length=1, description="the chip's name file, e.g. ina3221")
+    channels: list[int] | None = Field(None, min_length=1, description="channel numbers; default all")
+
+
+class HwmonProbe(SysfsProbe):
+    name = "hwmon"
+    Settings = HwmonSettings
+
+    def __init__(self, device, transport):
+        super().__init__(device, transport)
+        base = self.path(HWMON)
+        chips = self.list_dir(base)
+        names = self.read_lines([f"{base}/{chip}/name" for chip in chips]) if chips else []
+        wanted = self.settings.chip
+        matching = [f"{base}/{chip}" for chip, name in zip(chips, names) if name == wanted]
+        if not matching:
+            raise ConfigError(f"device {device.name!r}: energy.chip: {wanted!r} is not among the hwmon "
+                              f"chips under {base}: {sorted(set(names))}")
+        self.kind, self.files = self._choose_files(matching)
+
+    def _choose_files(self, chip_dirs: list[str]) -> tuple[str, dict[str, list[str]]]:
+        listings = {path: self.list_dir(path) for path in chip_dirs}
+        wanted = set(self.settings.channels or ())
+        for kind, stems in SIGNALS:
+            files = {}
+            for path, listing in listings.items():
+                numbers = set.intersection(*(_numbers(listing, stem) for stem in stems))
+                for number in sorted(numbers & wanted if wanted else numbers):
+                    chip = path.rsplit("/", 1)[1]
+                    files[f"{chip}/{stems[0]}{number}"] = [f"{path}/{stem}{number}_input" for stem in stems]
+            if files:
+                return kind, files
+        raise self.error(f"no energy*_input, power*_input or in*/curr*_input pair for channels "
+                         f"{sorted(wanted) or 'any'} in {', '.join(chip_dirs)}")
+
+    def read(self) -> dict[str, float]:
+        values = iter(self.read_numbers([path for group in self.files.values() for path in group]))
+        # One file is µJ or µW already; a pair is mV × mA = µW.
+        return {channel: math.prod(next(values) for _ in group) for channel, group in self.files.items()}
+
+
+@hookimpl
+def register_energy_probes(register):
+    register(HwmonProbe)

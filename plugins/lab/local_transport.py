@@ -1,0 +1,86 @@
+"""local: the host itself is the device. Files are copied into its work dir, commands run as subprocesses.
+
+Each command runs in a process group of its own, which is killed when the command
+times out or when this job is interrupted; on Linux the kernel also kills it when the
+job itself is killed (PR_SET_PDEATHSIG): no payload outlives the job that started it.
+"""
+
+import ctypes
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from slimlab import hookimpl
+from slimlab.artifacts import sha256_file
+from slimlab.lab.transport import CommandResult, DeviceTimeout, DeviceToolError, Transport
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL me when the process that started me dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class LocalTransport(Transport):
+    name = "local"
+    default_workdir = "~/.cache/slimlab/device"
+
+    @property
+    def workdir(self) -> Path:
+        # Absolute, because commands run with the work dir as their cwd.
+        return Path(self.device.workdir or self.default_workdir).expanduser().resolve()
+
+    @property
+    def physical_id(self) -> str:
+        return f"local:{platform.node()}"
+
+    def has_file(self, remote: str, sha256: str) -> bool:
+        return Path(remote).is_file() and sha256_file(Path(remote)) == sha256
+
+    def upload(self, local: Path, remote: str, sha256: str) -> None:
+        target = Path(remote)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # A name of its own: two jobs may push the same blob at once.
+            fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+            os.close(fd)
+            partial = Path(partial)
+            try:
+                partial.write_bytes(Path(local).read_bytes())
+                if sha256_file(partial) != sha256:
+                    raise DeviceToolError(f"device {self.device_name!r}: copy of {local} does not match its sha256")
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+        except OSError as exc:
+            raise DeviceToolError(f"device {self.device_name!r}: cannot store {local.name} in {target.parent}: "
+                                  f"{exc.strerror or exc}") from None
+
+    def run(self, argv: list[str], timeout: float) -> CommandResult:
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            process = subprocess.Popen(argv, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                                       preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        except OSError as exc:
+            raise DeviceToolError(f"device {self.device_name!r}: cannot run {argv[0]}: {exc.strerror}") from None
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DeviceTimeout(f"device {self.device_name!r}: {Path(argv[0]).name} timed out after {timeout:g}s") from None
+        finally:
+            if process.poll() is None:  # timed out, or this job was interrupted: take the whole group down
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        return CommandResult(process.returncode, stdout, stderr)
+
+
+@hookimpl
+def register_transports(register):
+    register(LocalTransport)

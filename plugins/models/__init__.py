@@ -1,0 +1,1 @@
+"""Architecture plugins: the models the `train` stage builds."""

@@ -1,0 +1,1 @@
+"""What stage authors import: training, model surgery, export, parity, distillation and coding."""

@@ -1,0 +1,90 @@
+"""Keras training for stage authors: architectures, fitting and calibration samples.
+
+Models are tf_keras (Keras 2) models, because tfmot works only on those;
+``slimlab`` sets ``TF_USE_LEGACY_KERAS=1`` before TensorFlow loads.
+"""
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pydantic
+
+from slimlab import registry
+
+
+def keras():
+    """tf_keras, imported on first use: jobs that never touch Keras never pay for TensorFlow."""
+    import tf_keras
+
+    return tf_keras
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A model ``train`` can build: ``build(input_shape, num_classes, **params)`` returns an untrained model.
+
+    The builder's keyword arguments are its params; their annotations are checked when the config loads.
+    """
+
+    name: str
+    build: Callable
+
+    def check(self, params: dict) -> None:
+        """Raise ValueError unless the builder takes ``params`` with these types."""
+        signature = inspect.signature(self.build)
+        try:
+            signature.bind(None, None, **params)
+        except TypeError as exc:
+            raise ValueError(f"model_params do not fit model {self.name!r}: {exc}") from None
+        for key, value in params.items():
+            annotation = signature.parameters[key].annotation
+            if annotation is not inspect.Parameter.empty:
+                try:
+                    pydantic.TypeAdapter(annotation).validate_python(value)
+                except pydantic.ValidationError as exc:
+                    raise ValueError(f"model_params.{key} of model {self.name!r}: {exc.errors()[0]['msg']}") from None
+
+
+def architecture(name: str) -> Architecture:
+    """The registered architecture ``name``; ValueError (for a params validator) if there is none."""
+    found = registry.models().get(name)
+    if found is None:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(registry.models()))}")
+    return found
+
+
+def build_model(name: str, params: dict, splits, seed: int):
+    """A registered architecture for this data set, with its initial weights drawn from ``seed``."""
+    keras().utils.set_random_seed(seed)
+    return architecture(name).build(splits.input_shape, splits.num_classes, **params)
+
+
+def compile_and_fit(model, splits, *, epochs: int, batch_size: int, learning_rate: float, seed: int, callbacks=()):
+    """Train on the train split with seeded shuffling; return per-epoch history for the sidecar."""
+    k = keras()
+    k.utils.set_random_seed(seed)
+    model.compile(
+        optimizer=k.optimizers.Adam(learning_rate),
+        loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    history = model.fit(
+        splits.x_train, splits.y_train,
+        validation_data=(splits.x_val, splits.y_val),
+        epochs=epochs, batch_size=batch_size, callbacks=list(callbacks), verbose=0,
+    )
+    return {name: [round(float(v), 5) for v in values] for name, values in history.history.items()}
+
+
+def representative_samples(splits, count: int, seed: int):
+    """A seeded sample of training images for calibration, one batch of 1 at a time."""
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(splits.x_train), size=min(count, len(splits.x_train)), replace=False)
+
+    def generate():
+        for i in picked:
+            yield [splits.x_train[i : i + 1]]
+
+    return generate

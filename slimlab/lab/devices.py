@@ -1,0 +1,111 @@
+"""The device inventory: the keys every device has, and the blocks its plugins own.
+
+The inventory schema (``devices.schema.yaml``) checks the common keys. Every other
+key of a device is a block named after its transport or its runner (``ssh:``,
+``adb:``, ``python:``, ``native:``); the ``energy`` block's ``probe`` names a
+probe. Each block is handed to that plugin's pydantic ``Settings`` model, so a
+third-party transport, runner or probe brings its own keys and checks, and an
+error names the device, the block and the key in one line.
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydantic
+
+from slimlab import config, registry
+from slimlab.errors import ConfigError, PluginError
+
+MEASUREMENT_KEYS = ("threads", "warmup", "runs", "min_seconds", "max_samples", "timeout_s", "noisy_cv")
+COMMON_KEYS = {"transport", "runner", "runtimes", "workdir", "energy", *MEASUREMENT_KEYS}
+
+
+class Settings(pydantic.BaseModel):
+    """Base of a lab plugin's settings: unknown keys are errors, values are checked."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+@dataclass(frozen=True)
+class Device:
+    """One inventory entry, validated: common keys, and each plugin's settings."""
+
+    name: str
+    transport: str
+    runner: str
+    runtimes: tuple[str, ...]
+    workdir: str | None
+    transport_settings: Settings
+    runner_settings: Settings
+    probe: str = "none"
+    energy: Settings = field(default_factory=Settings)
+    measurement: dict = field(default_factory=dict)  # overrides of the config's `bench` block
+
+    @property
+    def resource(self) -> str:
+        """The Snakemake resource that lets one benchmark at a time run on this device."""
+        return resource_name(self.name)
+
+
+def resource_name(device: str) -> str:
+    return "device_" + re.sub(r"\W", "_", device)
+
+
+def _settings(model: type[Settings], block, where: str) -> Settings:
+    try:
+        return model.model_validate(block or {})
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(part) for part in err["loc"])
+        raise ConfigError(f"{where}{'.' + key if key else ''}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def _plugin(table: dict, name: str, what: str, where: str):
+    try:
+        return registry.lookup(table, name, what)
+    except PluginError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def device(name: str, entry: dict, source: str = "inventory") -> Device:
+    """Validate one device entry (already checked against the schema's common keys)."""
+    where = f"{source}: devices.{name}"
+    transport = _plugin(registry.transports(), entry["transport"], "transport", f"{where}.transport")
+    runner = _plugin(registry.runners(), entry["runner"], "runner", f"{where}.runner")
+    for key in entry:
+        if key not in COMMON_KEYS and key not in (transport.name, runner.name):
+            raise ConfigError(f"{where}: unknown key {key!r}; besides the common keys a device takes only a block "
+                              f"named after its transport ({transport.name!r}) or runner ({runner.name!r})")
+    for fmt in entry.get("runtimes", ["tflite"]):
+        _plugin(registry.formats(), fmt, "format", f"{where}.runtimes")
+    energy = dict(entry.get("energy") or {"probe": "none"})
+    probe = _plugin(registry.energy_probes(), energy.pop("probe"), "energy probe", f"{where}.energy.probe")
+    return Device(
+        name=name,
+        transport=transport.name,
+        runner=runner.name,
+        runtimes=tuple(entry.get("runtimes", ["tflite"])),
+        workdir=entry.get("workdir"),
+        transport_settings=_settings(transport.Settings, entry.get(transport.name), f"{where}.{transport.name}"),
+        runner_settings=_settings(runner.Settings, entry.get(runner.name), f"{where}.{runner.name}"),
+        probe=probe.name,
+        energy=_settings(probe.Settings, energy, f"{where}.energy"),
+        measurement={key: entry[key] for key in MEASUREMENT_KEYS if key in entry},
+    )
+
+
+def load_inventory(path: str | Path) -> dict[str, Device]:
+    """Device name -> validated :class:`Device`."""
+    inventory = config.load_yaml(path, "device inventory")
+    if not isinstance(inventory, dict):
+        raise ConfigError(f"{path}: a device inventory is a mapping with a `devices:` key")
+    config.validate(inventory, "devices.schema.yaml", str(path))
+    devices = {name: device(name, entry, str(path)) for name, entry in inventory["devices"].items()}
+    by_resource: dict[str, str] = {}
+    for name, found in devices.items():
+        other = by_resource.setdefault(found.resource, name)
+        if other != name:
+            raise ConfigError(f"{path}: devices {other!r} and {name!r} differ only in punctuation, which Snakemake's "
+                              f"resource names drop (both are {found.resource}); rename one")
+    return devices

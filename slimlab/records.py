@@ -1,0 +1,213 @@
+"""The typed files slimlab writes: artifact sidecars, bench records and bench failure notes.
+
+Every stage, the lab, the report and ``bench/`` read and write these models, never
+raw dicts, and nothing recovers a fact from a file's path. Each file carries
+``schema_version``; one written by another version, or not valid, is refused with
+a one-line error that names the file and says what to do.
+"""
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import pydantic
+
+from slimlab import __version__
+from slimlab.atomic import write_bytes
+from slimlab.errors import ArtifactError
+
+SCHEMA_VERSION = 2
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Record(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    slimlab_version: str = __version__
+    created: str = pydantic.Field(default_factory=now)
+
+    def save(self, path: str | Path) -> None:
+        write_bytes(path, (self.model_dump_json(indent=2) + "\n").encode())
+
+
+R = TypeVar("R", bound=Record)
+
+
+def load(model: type[R], path: str | Path, what: str) -> R:
+    """Read one ``model`` file; a missing, corrupt or other-version file is one ArtifactError line."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: {what} is not valid JSON ({exc}); delete it and rerun") from None
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(f"{path}: {what} has schema version {version}, this slimlab reads {SCHEMA_VERSION}; "
+                            "delete it (or run snakemake with --forceall) to rebuild it")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ArtifactError(f"{path}: {what} is invalid at {where}: {first['msg']}") from None
+
+
+# --- artifacts ------------------------------------------------------------------------
+
+
+class Step(pydantic.BaseModel):
+    """One step of an artifact's lineage."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    stage: str
+    params: dict
+    changed: dict = {}  # the params that differ from the stage's defaults
+    code: str | None = None  # fingerprint of the plugin code that ran (slimlab.identity)
+    artifact: str | None = None  # the folder of the artifact this step produced
+
+    def describe(self) -> str:
+        """``prune.magnitude(sparsity=0.9, layers=[conv2, fc1])``."""
+        if not self.changed:
+            return self.stage
+        return f"{self.stage}({', '.join(f'{k}={_text(v)}' for k, v in sorted(self.changed.items()))})"
+
+
+def _text(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in value.items()) + "}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class FileInfo(pydantic.BaseModel):
+    bytes: int
+    sha256: str
+
+
+class Size(pydantic.BaseModel):
+    bytes: int
+    gzip_bytes: int
+
+
+class ParamCount(pydantic.BaseModel):
+    count: int | None
+    nonzero: int | None
+
+
+class Sidecar(Record):
+    """``artifact.json``: what an artifact is, where it came from, and what it measured."""
+
+    status: Literal["ok", "failed"] = "ok"
+    format: str
+    error: str | None = None  # a failed step's one-line message
+    files: dict[str, FileInfo] = {}
+    lineage: list[Step]
+    dataset: dict
+    input_shape: list[int] | None = None  # NHWC with a batch of one
+    size: Size | None = None
+    params: ParamCount | None = None
+    # The measured share of exact zeros among the stored weights (prune.* params say what was asked).
+    zero_fraction: float | None = None
+    accuracy: dict[str, float] | None = None
+    metrics: dict = {}
+
+    @property
+    def steps(self) -> str:
+        return " → ".join(step.describe() for step in self.lineage)
+
+
+# --- bench records --------------------------------------------------------------------
+
+
+class Latency(pydantic.BaseModel):
+    """Latency statistics in ms; None where a native tool does not report one."""
+
+    n: int
+    median_ms: float | None
+    p90_ms: float | None = None
+    min_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+    std_ms: float | None = None
+    cv: float | None = None
+    p5_ms: float | None = None
+    p95_ms: float | None = None
+
+
+class Options(pydantic.BaseModel):
+    """A record's runtime options: asked for (the option set), reported back by the runtime, and honoured."""
+
+    requested: dict = {}
+    reported: dict = {}
+    honoured: list[str] = []
+
+
+class Energy(pydantic.BaseModel):
+    """Energy per inference, net of an idle baseline. Without a probe every number is None and ``reason`` says why."""
+
+    probe: str
+    joules_per_inference: float | None = None
+    avg_power_w: float | None = None  # during the timed runs, idle included
+    idle_power_w: float | None = None
+    window_s: float | None = None
+    inferences: int | None = None
+    samples: int | None = None
+    reason: str | None = None
+
+
+class BenchTarget(Record):
+    """What a bench job measures: one artifact, on one device, with one option set and thread count."""
+
+    device: str
+    transport: str
+    runner: str
+    host: str
+    artifact: str  # the artifact's folder
+    artifact_sha256: str | None = None
+    format: str
+    option_set: str
+    threads: int
+    settings: dict  # warmup, runs, min_seconds, timeout_s, noisy_cv, max_samples
+
+
+class BenchRecord(BenchTarget):
+    """``threads-<n>.json``: one benchmark."""
+
+    status: Literal["ok", "skipped"] = "ok"
+    error: str | None = None  # why a skipped record has no numbers
+    runtime: str | None = None
+    options: Options = Options()
+    payload_sha256: str | None = None
+    wall_ms: float | None = None
+    init_ms: float | None = None
+    first_inference_ms: float | None = None
+    latency: Latency | None = None
+    latencies_ms: list[float] | None = None
+    flags: list[str] = []
+    context: dict | None = None
+    energy: Energy | None = None
+    memory: dict | None = None
+    raw: dict = {}  # what else the runner reported
+
+
+def failure_note_path(record: str | Path) -> Path:
+    """Where a failed bench job leaves its note: ``threads-1.json`` -> ``threads-1.failed.json``."""
+    record = Path(record)
+    return record.with_name(f"{record.stem}.failed.json")
+
+
+class BenchFailure(BenchTarget):
+    """``threads-<n>.failed.json``: why a bench job wrote no record (the next run retries it)."""
+
+    status: Literal["failed"] = "failed"
+    tag: Literal["offline", "timeout", "tool_error"]
+    reason: str
