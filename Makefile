@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 PROFILE_DIR := $(HOME)/.config/snakemake
 
-.PHONY: setup profile lab test test-fast bench clean
+.PHONY: setup profile lab lint test test-fast bench clean
 
 setup: $(VENV)/.installed profile
 
@@ -27,7 +27,11 @@ profile:
 lab: setup
 	$(BIN)/snakemake --profile lab
 
-test: setup
+# snakemake-workflows' own standard: the workflow lints clean.
+lint: setup
+	$(BIN)/snakemake --lint
+
+test: lint
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
 test-fast: setup

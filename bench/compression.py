@@ -10,7 +10,6 @@ Sizes are the deployed file (what ships) and its gzip'd size (the tfmot tutorial
 """
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -19,33 +18,39 @@ from pathlib import Path
 
 import pandas as pd
 
+from slimlab.artifacts import SIDECAR, Artifact, read_sidecar
+from slimlab.errors import ArtifactError
 from slimlab.option_sets import DEFAULT
+from slimlab.records import Sidecar
 
 
 def lineage_dirs(artifact_dir: str) -> list[Path]:
-    """An artifact's folder and those of every step above it, nearest first."""
-    folder = Path(artifact_dir)
-    return [folder, *folder.parents[: len(folder.parts) - 4]]  # down to the train step under results/artifacts/<dataset>
+    """An artifact's folder and those of every step above it, nearest first, as its sidecar's lineage names them."""
+    info = read_sidecar(Path(artifact_dir) / SIDECAR)
+    folders = [step.artifact for step in reversed(info.lineage)]
+    if None in folders:
+        raise ArtifactError(f"{artifact_dir}/{SIDECAR}: a lineage step does not name its artifact's folder")
+    return [Path(folder) for folder in folders]
 
 
-def sidecar_chain(artifact_dir: str) -> list[dict]:
-    return [json.loads((d / "artifact.json").read_text()) for d in lineage_dirs(artifact_dir)]
+def sidecar_chain(artifact_dir: str) -> list[Sidecar]:
+    return [read_sidecar(folder / SIDECAR) for folder in lineage_dirs(artifact_dir)]
 
 
 def step_metric(artifact_dir: str, key: str):
     """A stage metric recorded anywhere in the artifact's lineage (e.g. cluster's codebook sizes)."""
-    return next((meta["metrics"][key] for meta in sidecar_chain(artifact_dir) if key in meta.get("metrics", {})), None)
+    return next((info.metrics[key] for info in sidecar_chain(artifact_dir) if key in info.metrics), None)
 
 
 def dense_params(artifact_dir: str) -> int:
     """Parameters in Dense layers of the nearest Keras ancestor."""
-    import tf_keras as keras
+    from slimlab.kit.training import keras
 
     for folder in lineage_dirs(artifact_dir):
-        if (folder / "model.keras").is_file():
-            model = keras.models.load_model(folder / "model.keras", compile=False)
-            return sum(layer.count_params() for layer in model.layers if isinstance(layer, keras.layers.Dense))
-    raise FileNotFoundError(f"no Keras model above {artifact_dir}")
+        if read_sidecar(folder / SIDECAR).format == "keras":
+            model = Artifact.load(folder / SIDECAR).model
+            return sum(layer.count_params() for layer in model.layers if isinstance(layer, keras().layers.Dense))
+    raise ArtifactError(f"{artifact_dir}: no Keras model in its lineage")
 
 
 def compression_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +65,7 @@ def compression_table(summary: pd.DataFrame) -> pd.DataFrame:
         "gzip × smaller": fp32["gzip_bytes"] / rows["gzip_bytes"],
         "params": rows["params"],
         "params × fewer (vs int8)": int8["params"] / rows["params"],
-        "sparsity": rows["sparsity"],
+        "zero fraction": rows["zero_fraction"],
         "accuracy %": 100 * rows["accuracy"],
         "drop pt": 100 * (fp32["accuracy"] - rows["accuracy"]),
         "median ms": rows["latency_median_ms"],
@@ -96,7 +101,7 @@ def with_targets(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def machine() -> str:
-    from slimlab.payload.bench import cpu_model
+    from slimlab_payload.context import cpu_model
 
     return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 

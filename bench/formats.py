@@ -31,9 +31,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from slimlab.artifacts import SIDECAR, Artifact  # noqa: E402
 from slimlab.config import load_yaml, validate  # noqa: E402
+from slimlab.lab.devices import device  # noqa: E402
 from slimlab.lab.lock import device_lock, lock_dir  # noqa: E402
 from slimlab.lab.stats import summarize  # noqa: E402
-from slimlab.recipes import build_plan, segment  # noqa: E402
+from slimlab.recipes import build_plan  # noqa: E402
 from slimlab.registry import runners, transports  # noqa: E402
 from slimlab.stages import run_step  # noqa: E402
 
@@ -42,27 +43,32 @@ RUNTIMES = ["tflite", "onnx", "ncnn", "mnn"]
 
 
 def plan_rows(config: dict) -> tuple[dict[str, tuple[dict, str | None]], list[tuple[str, str]]]:
-    """Every step the table needs (path -> (step, parent path)) and its rows (label, artifact path)."""
-    plan = build_plan(config)
+    """Every step the table needs (path -> (step, parent path)) and its rows (label, artifact path).
+
+    The workflow's own plan lays them out, so the paths and steps are the ones `snakemake` builds: the
+    `baseline` and `int8` recipes in every format, and one more recipe for MNN's weight-only int8.
+    """
+    recipes = config["recipes"]
+    plan = build_plan({**config, "formats": RUNTIMES, "recipes": {
+        "baseline": recipes["baseline"], "int8": recipes["int8"],
+        "mnn_w8": [*recipes["baseline"], "convert.tflite", {"convert.mnn": {"weight_quant_bits": 8}}],
+    }})
     steps = {}
-    for recipe in ("baseline", "int8"):
-        chain = plan.recipes[recipe]
+    for chain in plan.recipes.values():
         steps.update({path: (plan.steps[path], parent) for parent, path in zip([None, *chain], chain)})
-
-    def convert(parent: str, stage: str, params: dict) -> str:
-        path = f"{parent}/{segment(stage, params)}"
-        steps[path] = ({"stage": stage, "params": params, "dataset": config["dataset"]}, parent)
-        return path
-
-    baseline, int8 = plan.recipes["baseline"][-1], plan.recipes["int8"][-1]
-    fp32_tflite = convert(baseline, "convert.tflite", {})
+    deployed = {}
+    for item in plan.deployables:
+        if item.artifact is not None:
+            deployed[item.recipe, item.format] = item.artifact
+            if item.artifact not in steps:  # a convert.<format> step appended to the recipe
+                steps[item.artifact] = (plan.steps[item.artifact], plan.recipes[item.recipe][-1])
     rows = [
-        ("tflite fp32", fp32_tflite),
-        ("onnx fp32", convert(baseline, "convert.onnx", {})),
-        ("ncnn fp32", convert(baseline, "convert.ncnn", {})),
-        ("mnn fp32", convert(baseline, "convert.mnn", {})),
-        ("tflite int8", int8),
-        ("mnn w8 (weights only)", convert(fp32_tflite, "convert.mnn", {"weight_quant_bits": 8})),
+        ("tflite fp32", deployed["baseline", "tflite"]),
+        ("onnx fp32", deployed["baseline", "onnx"]),
+        ("ncnn fp32", deployed["baseline", "ncnn"]),
+        ("mnn fp32", deployed["baseline", "mnn"]),
+        ("tflite int8", deployed["int8", "tflite"]),
+        ("mnn w8 (weights only)", plan.recipes["mnn_w8"][-1]),
     ]
     return steps, rows
 
@@ -80,15 +86,17 @@ def ensure(path: str, steps: dict, artifacts: Path, build_dir: Path) -> Path:
 
 def measure_interleaved(models: list[tuple[str, Artifact]], args) -> dict[tuple[str, int], dict]:
     """Pooled raw latencies per (row, threads), measured round-robin over every cell."""
-    device = {"name": "localhost", "transport": "local", "runner": "python", "runtimes": RUNTIMES,
-              "workdir": args.workdir, "python": None}
-    runner = runners()["python"](device, transports()["local"](device))
+    localhost = device("localhost", {"transport": "local", "runner": "python", "runtimes": RUNTIMES,
+                                     "workdir": args.workdir}, "bench/formats.py")
+    transport = transports()["local"](localhost)
+    runner = runners()["python"](localhost, transport)
     settings = {"warmup": args.warmup, "runs": max(1, args.runs // args.rounds),
-                "min_seconds": args.min_seconds / args.rounds, "timeout_s": 600, "options": {}}
+                "min_seconds": args.min_seconds / args.rounds, "max_samples": 10_000_000, "timeout_s": 600,
+                "options": {}}
     cells = [(label, artifact, threads) for label, artifact in models for threads in THREADS]
     pooled: dict[tuple[str, int], dict] = {}
-    # The localhost lock: a snakemake bench job on this host never runs beside these timings.
-    with device_lock("localhost", lock_dir(), wait_s=3600):
+    # This host's device lock: a snakemake bench job on this host never runs beside these timings.
+    with device_lock(transport.physical_id, lock_dir(), wait_s=3600):
         for round_index in range(args.rounds):
             shift = round_index % len(cells)
             for label, artifact, threads in cells[shift:] + cells[:shift]:
@@ -104,12 +112,12 @@ def markdown(models: list[tuple[str, Artifact]], pooled: dict) -> str:
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for label, artifact in models:
         stats = {t: summarize(pooled[label, t]["latencies_ms"]) for t in THREADS}
-        parity = artifact.meta["metrics"].get("parity")
+        parity = artifact.info.metrics.get("parity")
         parity_text = "—" if parity is None else (
             f"{'ok' if parity['passed'] else 'FAILED'} ({100 * parity['agreement']:.1f} % agree)")
         lines.append(
             f"| {label} | {stats[1]['median_ms']:.4f} | {stats[2]['median_ms']:.4f} | {stats[1]['cv']:.2f} "
-            f"| {stats[2]['cv']:.2f} | {artifact.meta['size']['bytes']:,} | {100 * artifact.meta['accuracy']['test']:.1f} "
+            f"| {stats[2]['cv']:.2f} | {artifact.info.size.bytes:,} | {100 * artifact.info.accuracy['test']:.1f} "
             f"| {parity_text} | {pooled[label, 1]['raw']['runtime']} |"
         )
     return "\n".join(lines)

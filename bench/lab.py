@@ -11,7 +11,7 @@
    and warm-up estimated at the median), for local, ssh and adb; plus the bare
    round trip of one no-op command.
 
-The boards and the adb device run on this host (tests/lab), so (1) shares this
+The boards and the adb device run on this host (slimlab.lab.virtual), so (1) shares this
 host's cores between boards: it measures the lab's concurrency, not the speed
 of two real boards.
 """
@@ -27,15 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
+from slimlab import config
+from slimlab.lab import bench
+from slimlab.lab.devices import Device, device
+from slimlab.lab.virtual.adb_device import AdbPeer
+from slimlab.lab.virtual.boards import boards
+from slimlab.records import BenchRecord
+from slimlab.registry import transports
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tests.lab's peers
-
-from slimlab.lab import bench  # noqa: E402
-from slimlab.registry import transports  # noqa: E402
-from tests.lab.adb_peer import AdbPeer  # noqa: E402
-from tests.lab.boards import boards  # noqa: E402
-
-SETTINGS = {"threads": [1], "warmup": 20, "runs": 200, "min_seconds": 1.0, "timeout_s": 120}
+# The config's bench block for the `default` option set, as the workflow hands it to `slimlab bench`.
+BENCH = {"threads": [1], "warmup": 20, "runs": 200, "min_seconds": 1.0, "max_samples": 100_000, "timeout_s": 120,
+         "noisy_cv": 0.1, "options": {}, "option_set": "default"}
 RECORDS_PER_BOARD = 4
 
 
@@ -50,16 +53,27 @@ def tiny_artifact(root: Path):
                     keras.sidecar, root / "int8" / "artifact.json")
 
 
-def ssh_device(board, workdir: Path) -> dict:
-    return {"name": board.name, "transport": "ssh", "runner": "python", "runtimes": ["tflite"], "workdir": str(workdir),
-            "python": sys.executable, "ssh": board.ssh_config_entry()}
+def lab_device(name: str, entry: dict) -> Device:
+    """A typed device from an inventory entry, checked as ``load_inventory`` checks it."""
+    config.validate({"devices": {name: entry}}, "devices.schema.yaml", "bench/lab.py")
+    return device(name, entry, "bench/lab.py")
+
+
+def ssh_entry(board, workdir: Path) -> dict:
+    return {"transport": "ssh", "runner": "python", "runtimes": ["tflite"], "workdir": str(workdir),
+            "python": {"interpreter": sys.executable}, "ssh": board.ssh_config_entry()}
+
+
+def local_device(workdir: Path) -> Device:
+    return lab_device("localhost", {"transport": "local", "runner": "python", "runtimes": ["tflite"],
+                                    "workdir": str(workdir)})
 
 
 def cli_records(lab: Path, device: str, artifact, outdir: Path, count: int, locks: Path) -> None:
     for i in range(count):
         subprocess.run(
             [sys.executable, "-m", "slimlab.cli", "bench", "--inventory", str(lab), "--device", device,
-             "--artifact", str(artifact.sidecar), "--threads", "1", "--settings", json.dumps(SETTINGS),
+             "--artifact", str(artifact.sidecar), "--threads", "1", "--settings", json.dumps(BENCH),
              "--output", str(outdir / device / f"r{i}" / "threads-1.json")],
             cwd=REPO, env={**os.environ, "SLIMLAB_LOCK_DIR": str(locks)}, check=True, capture_output=True,
             timeout=300,
@@ -71,8 +85,7 @@ def throughput(tmp: Path, artifact) -> dict:
 
     with boards(2, tmp / "boards") as made:
         lab = tmp / "lab.yaml"
-        lab.write_text(yaml.safe_dump({"devices": {
-            b.name: {k: v for k, v in ssh_device(b, tmp / f"{b.name} work").items() if k != "name"} for b in made}}))
+        lab.write_text(yaml.safe_dump({"devices": {b.name: ssh_entry(b, tmp / f"{b.name} work") for b in made}}))
         cli_records(lab, made[0].name, artifact, tmp / "warm", 1, tmp / "locks")  # first upload, not timed
         cli_records(lab, made[1].name, artifact, tmp / "warm", 1, tmp / "locks")
         figures = {}
@@ -88,21 +101,19 @@ def throughput(tmp: Path, artifact) -> dict:
         return figures
 
 
-def payload_ms(record: dict) -> float:
-    raw = record["raw"]
-    return (raw["init_ms"] + raw["first_inference_ms"] + sum(raw["latencies_ms"])
-            + raw["warmup"] * record["latency"]["median_ms"])
+def payload_ms(record: BenchRecord) -> float:
+    return (record.init_ms + record.first_inference_ms + sum(record.latencies_ms)
+            + record.raw["warmup"] * record.latency.median_ms)
 
 
-def overhead(device: dict, artifact, tmp: Path, repeats: int = 3) -> dict:
+def overhead(device: Device, artifact, tmp: Path, repeats: int = 3) -> dict:
     """Median over ``repeats`` records (after one that uploads): wall minus payload, and a no-op's round trip."""
-    bench.run(device, artifact.sidecar, 1, SETTINGS, tmp / device["name"] / "warm.json", locks=tmp / "locks")
+    bench.run(device, artifact.sidecar, 1, BENCH, tmp / device.name / "warm.json", locks=tmp / "locks")
     extra = []
     for i in range(repeats):
-        record = bench.run(device, artifact.sidecar, 1, SETTINGS, tmp / device["name"] / f"{i}.json",
-                           locks=tmp / "locks")
-        extra.append(record["wall_ms"] - payload_ms(record))
-    transport = transports()[device["transport"]](device)
+        record = bench.run(device, artifact.sidecar, 1, BENCH, tmp / device.name / f"{i}.json", locks=tmp / "locks")
+        extra.append(record.wall_ms - payload_ms(record))
+    transport = transports()[device.transport](device)
     began = time.perf_counter()
     transport.run(["true"], timeout=30)
     first = (time.perf_counter() - began) * 1e3  # includes connecting
@@ -115,14 +126,13 @@ def overhead(device: dict, artifact, tmp: Path, repeats: int = 3) -> dict:
 
 
 def stability(tmp: Path, artifact) -> dict:
-    local = {"name": "localhost", "transport": "local", "runner": "python", "runtimes": ["tflite"], "workdir": str(tmp / "local"),
-             "python": None}
-    records = [bench.run(local, artifact.sidecar, 1, SETTINGS, tmp / "cv" / f"{i}.json", locks=tmp / "locks")
+    local = local_device(tmp / "local")
+    records = [bench.run(local, artifact.sidecar, 1, BENCH, tmp / "cv" / f"{i}.json", locks=tmp / "locks")
                for i in range(5)]
-    medians = np.array([r["latency"]["median_ms"] for r in records])
+    medians = np.array([r.latency.median_ms for r in records])
     return {"median_ms": [round(m, 4) for m in medians],
             "cv_of_medians": round(float(medians.std(ddof=1) / medians.mean()), 4),
-            "mean_within_record_cv": round(float(np.mean([r["latency"]["cv"] for r in records])), 4)}
+            "mean_within_record_cv": round(float(np.mean([r.latency.cv for r in records])), 4)}
 
 
 def adb_device(tmp: Path):
@@ -135,8 +145,13 @@ def adb_device(tmp: Path):
     os.environ["ANDROID_SDK_HOME"] = str(tmp)  # adb's key, kept out of the user's home
     subprocess.run(["adb", "start-server"], check=True, capture_output=True, timeout=30)
     peer = AdbPeer(tmp / "phone").start()
-    return peer, {"name": "phone", "transport": "adb", "runner": "python", "runtimes": ["tflite"], "python": sys.executable,
-                  "workdir": str(peer.sandbox / "data/local/tmp/slimlab"), "adb": {"serial": peer.serial}}
+    # The peer runs shell commands on this host, so its device paths (work dir, the payload's device lock)
+    # are inside its sandbox: the host has no /data/local/tmp.
+    device_tmp = peer.sandbox / "data/local/tmp"
+    return peer, lab_device("phone", {
+        "transport": "adb", "runner": "python", "runtimes": ["tflite"], "workdir": str(device_tmp / "slimlab"),
+        "python": {"interpreter": sys.executable, "lock": str(device_tmp / "slimlab-device.lock")},
+        "adb": {"serial": peer.serial}})
 
 
 def main() -> None:
@@ -145,11 +160,10 @@ def main() -> None:
         artifact = tiny_artifact(tmp / "artifacts")
         figures = {"throughput_records_per_minute": throughput(tmp / "tp", artifact),
                    "localhost_latency_over_5_runs": stability(tmp, artifact)}
-        local = {"name": "localhost", "transport": "local", "runner": "python", "runtimes": ["tflite"], "workdir": str(tmp / "local"),
-                 "python": None}
-        figures["transport_overhead_per_record"] = {"local": overhead(local, artifact, tmp)}
+        figures["transport_overhead_per_record"] = {"local": overhead(local_device(tmp / "local"), artifact, tmp)}
         with boards(1, tmp / "oh") as (board,):
-            figures["transport_overhead_per_record"]["ssh"] = overhead(ssh_device(board, tmp / "oh-w"), artifact, tmp)
+            ssh = lab_device(board.name, ssh_entry(board, tmp / "oh-w"))
+            figures["transport_overhead_per_record"]["ssh"] = overhead(ssh, artifact, tmp)
         peer, phone = adb_device(tmp)
         try:
             figures["transport_overhead_per_record"]["adb"] = overhead(phone, artifact, tmp)

@@ -82,7 +82,7 @@ class Artifact:
 
     @property
     def sha256(self) -> str:
-        return self.info.files[self.format.files[0]].sha256
+        return self.info.files[self.format.filenames[0]].sha256
 
     @property
     def lineage(self) -> list[Step]:
@@ -90,7 +90,7 @@ class Artifact:
 
     def verify(self) -> None:
         """Every file the format needs, and the test logits, exist with the sidecar's size and sha256."""
-        for name in (*self.format.files, TEST_LOGITS):
+        for name in (*self.format.filenames, TEST_LOGITS):
             path = self.dir / name
             expected = self.info.files.get(name)
             if expected is None:
@@ -129,6 +129,7 @@ def measure(fmt: formats.Format, model, folder: Path, splits) -> tuple[dict, np.
         "size": Size(bytes=len(raw), gzip_bytes=len(gzip.compress(raw, compresslevel=9, mtime=0))),
         "params": ParamCount(count=count, nonzero=nonzero),
         "zero_fraction": 1.0 - nonzero / count if count else (None if weights is None else 0.0),
+        "macs": fmt.macs(model),
         "accuracy": accuracy,
     }, np.asarray(logits["test"], np.float32)
 

@@ -50,7 +50,8 @@ def cmd_stages(args) -> None:
     from slimlab import registry
 
     _print_json({
-        name: {"doc": stage.doc, "inputs": list(stage.inputs), "output": stage.output,
+        name: {"doc": stage.doc, "inputs": list(stage.inputs),
+               "output": stage.output if isinstance(stage.output, str) else "(from the params)",
                "params": stage.params.model_json_schema().get("properties", {})}
         for name, stage in sorted(registry.stages().items())
     })
@@ -61,7 +62,7 @@ def cmd_formats(args) -> None:
 
     _print_json({
         name: {"doc": (sys.modules[type(fmt).__module__].__doc__ or "").strip().split("\n")[0],
-               "files": list(fmt.files), "runtime_adapter": fmt.runtime_adapter is not None,
+               "files": list(fmt.filenames), "runtime_adapter": fmt.runtime_adapter is not None,
                "runtime_options": fmt.options_schema()["properties"]}
         for name, fmt in sorted(registry.formats().items())
     })
@@ -134,6 +135,32 @@ def cmd_failures(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_nightly_run(args) -> int:
+    from slimlab.lab import nightly, verdict
+
+    thresholds = verdict.Thresholds(min_effect=args.min_effect, confidence=args.confidence)
+    extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
+    snakemake = [sys.executable, "-m", "snakemake", *(extra or ["--profile", "lab"])]
+    try:
+        code = nightly.run(Path.cwd(), args.state, snakemake, args.rounds, thresholds)
+    except nightly.Busy as exc:
+        print(f"slimlab: error: {exc}", file=sys.stderr)
+        return nightly.EXIT_INFRA
+    runs = sorted((args.state / "runs").iterdir())
+    print((runs[-1] / "verdict.md").read_text())
+    return code
+
+
+def cmd_nightly_accept(args) -> None:
+    from slimlab import report
+    from slimlab.lab import nightly
+
+    plan = report.read_plan(Path("results/report/deployables.json"))
+    accepted = nightly.Baseline(args.state).accept(plan, args.reason, args.run)
+    print(f"{args.state}: accepted {len(accepted['artifacts'])} artifacts as the baseline ({accepted['by']}, "
+          f"{accepted['accepted']}): {args.reason}")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="slimlab", description="Compress models and measure them on devices.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -176,6 +203,21 @@ def parser() -> argparse.ArgumentParser:
                    help='a JSON file: [{"recipe", "format", "sidecar", "records": [...]}]')
     p.add_argument("--outdir", type=Path, required=True)
     p.set_defaults(func=cmd_report)
+
+    nightly = sub.add_parser("nightly", help="the nightly device regression").add_subparsers(dest="action", required=True)
+    p = nightly.add_parser("run", help="build, measure, compare with the baseline; exit 0 ok, 1 regression, 2 infra")
+    p.add_argument("--state", type=Path, default=Path("results/nightly"), help="baseline, history and verdicts")
+    p.add_argument("--rounds", type=_positive_int, default=10, help="alternating baseline/candidate rounds")
+    p.add_argument("--min-effect", type=float, default=0.03, help="the smallest change worth an alert (fraction)")
+    p.add_argument("--confidence", type=float, default=0.99, help="of the bootstrap interval")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="after --: how to run snakemake "
+                   "(default: --profile lab)")
+    p.set_defaults(func=cmd_nightly_run)
+    p = nightly.add_parser("accept", help="make the current artifacts the baseline; logs who, when and why")
+    p.add_argument("--reason", required=True, help="why this is the new baseline (kept in the audit log)")
+    p.add_argument("--state", type=Path, default=Path("results/nightly"))
+    p.add_argument("--run", help="the nightly run this baseline comes from, for the audit log")
+    p.set_defaults(func=cmd_nightly_accept)
 
     p = sub.add_parser("failures", help="exit 1 if a recipe step failed, naming each")
     p.add_argument("--summary", type=Path, required=True, help="results/report/summary.parquet")

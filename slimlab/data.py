@@ -2,9 +2,15 @@
 
 A data set plugin registers a :class:`Dataset`: a name, typed params (validated
 when the config loads, like stage params) and ``load(params)``, which returns
-NHWC float32 images and integer labels. The config's ``dataset`` block names
-it, gives its params, and sets the split: ``{name, params, seed, val_fraction,
-test_fraction}``.
+NHWC float32 images and integer labels ``(x, y)``, or ``(x, y, x_test, y_test)``
+when the data comes with its own test split. ``digest(params)``, where given,
+hashes the data's content: it is part of the identity of everything trained or
+measured on it, so changed data reruns them. The config's ``dataset`` block
+names it, gives its params, and sets the split: ``{name, params, seed,
+val_fraction, test_fraction}``.
+
+The data is checked before any stage sees it: shapes, finite values, integer
+labels from 0, and every class in every split. Each problem is one line.
 """
 
 from dataclasses import dataclass
@@ -15,32 +21,28 @@ import numpy as np
 import pydantic
 
 from slimlab import registry
-from slimlab.errors import ConfigError, PluginError
+from slimlab.errors import ConfigError, PluginError, validated
 
 
 class DatasetParams(pydantic.BaseModel):
     """Base for a data set's params: typed, with defaults; unknown keys are errors."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    load: Callable[[DatasetParams], tuple[np.ndarray, np.ndarray]]
+    load: Callable[[DatasetParams], tuple]
     params: type[DatasetParams] = DatasetParams
+    digest: Callable[[DatasetParams], str] | None = None
 
     @property
     def doc(self) -> str:
         return (self.load.__doc__ or "").strip().split("\n")[0]
 
     def validate(self, params: dict | None, where: str) -> DatasetParams:
-        try:
-            return self.params(**(params or {}))
-        except pydantic.ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(p) for p in err["loc"]) or "params"
-            raise ConfigError(f"{where}.params.{key}: {err['msg'].removeprefix('Value error, ')}") from None
+        return validated(self.params, params, f"{where}: invalid params for data set {self.name!r}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,11 @@ class Splits:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The smallest and largest input value in the training split."""
+        return float(self.x_train.min()), float(self.x_train.max())
 
     def sizes(self) -> dict:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
@@ -81,6 +88,39 @@ def stratified_split(x: np.ndarray, y: np.ndarray, seed: int, val_fraction: floa
     )
 
 
+def examples(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images as float32 NHWC and labels as int64, or one ConfigError line saying what is wrong."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 3:  # (N, H, W): one channel
+        x = x[..., None]
+    if x.ndim not in (2, 4):
+        raise ConfigError(f"{what}: images have shape {x.shape}; expected (N, H, W, C), (N, H, W) or (N, features)")
+    if not len(x):
+        raise ConfigError(f"{what}: holds no images")
+    if y.ndim == 2 and y.shape[1] == 1:  # (N, 1), as keras.datasets gives them
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != len(x):
+        hint = " (one-hot? give class indices: y.argmax(axis=1))" if y.ndim == 2 and len(y) == len(x) else ""
+        raise ConfigError(f"{what}: labels have shape {y.shape}; expected one label per image ({len(x)}){hint}")
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+        raise ConfigError(f"{what}: images hold non-numeric, NaN or infinite values")
+    if not np.issubdtype(y.dtype, np.number) or not np.all(np.mod(y, 1) == 0):
+        raise ConfigError(f"{what}: labels must be whole numbers (class indices), got {y.dtype} values like {y[:3]}")
+    if y.size and y.min() < 0:
+        raise ConfigError(f"{what}: labels out of range: {int(y.min())} (class indices start at 0)")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def check_classes(splits: Splits, name: str) -> Splits:
+    """Every class from 0 to the largest label has samples in every split."""
+    for split, y in (("train", splits.y_train), ("val", splits.y_val), ("test", splits.y_test)):
+        missing = sorted(set(range(splits.num_classes)) - set(np.unique(y).tolist()))
+        if missing:
+            raise ConfigError(f"data set {name!r}: class {missing[0]} has no {split} samples; give it more "
+                              "samples, or change val_fraction/test_fraction (labels must run from 0 without gaps)")
+    return splits
+
+
 def dataset(spec: dict) -> tuple[Dataset, DatasetParams]:
     """The registered data set a config's ``dataset`` block names, with its params validated."""
     try:
@@ -92,8 +132,18 @@ def dataset(spec: dict) -> tuple[Dataset, DatasetParams]:
 
 @cache
 def _load(name: str, params: DatasetParams, seed: int, val_fraction: float, test_fraction: float) -> Splits:
-    x, y = registry.datasets()[name].load(params)
-    return stratified_split(np.asarray(x, np.float32), np.asarray(y, np.int64), seed, val_fraction, test_fraction)
+    loaded = registry.datasets()[name].load(params)
+    x, y = examples(*loaded[:2], f"data set {name!r}")
+    if len(loaded) == 2:
+        return check_classes(stratified_split(x, y, seed, val_fraction, test_fraction), name)
+    x_test, y_test = examples(*loaded[2:], f"data set {name!r} (test split)")
+    if x_test.shape[1:] != x.shape[1:]:
+        raise ConfigError(f"data set {name!r}: test images are {x_test.shape[1:]}, training images {x.shape[1:]}")
+    # The data set's own test split stays as it is; validation comes out of the training part.
+    train = stratified_split(x, y, seed, val_fraction, 0.0)
+    split = Splits(train.x_train, train.y_train, train.x_val, train.y_val, x_test, y_test,
+                   num_classes=int(max(y.max(), y_test.max())) + 1)
+    return check_classes(split, name)
 
 
 def load_spec(spec: dict) -> Splits:

@@ -1,5 +1,7 @@
 """Errors a user can act on. The CLI prints them as one line, without a traceback."""
 
+import pydantic
+
 
 class SlimlabError(Exception):
     """A problem with the user's input or environment, explained in one line."""
@@ -19,3 +21,27 @@ class ArtifactError(SlimlabError):
 
 class DeviceError(SlimlabError):
     """A device could not be reached or a command on it failed."""
+
+
+def problems(exc: pydantic.ValidationError, model: type[pydantic.BaseModel] | None = None) -> str:
+    """``key: message; other.key: message`` for every problem pydantic found.
+
+    A missing field says what it is for (its description), so the line tells how to fix it.
+    """
+    found = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        field = model.model_fields.get(str(err["loc"][0])) if model and err["loc"] else None
+        if err["type"] == "missing" and field is not None and field.description:
+            message += f" ({field.description})"
+        found.append(f"{key}: {message}" if key else message)
+    return "; ".join(found)
+
+
+def validated(model: type[pydantic.BaseModel], values: dict | None, where: str):
+    """``model`` built from ``values``, or one ConfigError line that names ``where`` and every bad key."""
+    try:
+        return model.model_validate(values or {})
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"{where}: {problems(exc, model)}") from None

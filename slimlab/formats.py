@@ -9,7 +9,7 @@ A :class:`Format` owns everything about its kind of model:
   ``bench.options.<format>`` and the payload's check are generated from it;
 - its on-device runtime adapter (a source file pushed inside the payload).
 
-Its ``convert.<format>`` stage is registered from the same module. Layout:
+- its ``convert.<format>`` stage, as ``converter``. Layout:
 every ``predict`` takes the Keras NHWC batch; a runtime that wants another
 layout transposes it inside its format, once, so users never do.
 """
@@ -24,22 +24,26 @@ import numpy as np
 import pydantic
 
 from slimlab import registry
+from slimlab.atomic import write_bytes
+from slimlab.errors import ArtifactError
 
 
 class RuntimeOptions(pydantic.BaseModel):
     """Base of a format's runtime options. Every field is optional: unset keeps the runtime's own default."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Format:
     """Subclass per format and ``register(MyFormat())`` from ``register_formats``."""
 
     name: str
-    files: tuple[str, ...]
+    filenames: tuple[str, ...]  # the main file first
     Options: type[RuntimeOptions] = RuntimeOptions
     # The payload module that runs this format on a device (python runner); None: host only.
     runtime_adapter: Traversable | Path | None = None
+    # Its ``convert.<name>`` stage (a slimlab.stages.Stage), registered with the other stages.
+    converter = None
 
     def save(self, model: Any, folder: Path) -> None:
         raise NotImplementedError
@@ -56,16 +60,43 @@ class Format:
         """The stored weight tensors as real values; None where they cannot be decoded honestly."""
         return None
 
+    def macs(self, model: Any) -> dict | None:
+        """Multiply-accumulates of one inference: ``{"total": n, "layers": {name: n}}``; None if not counted."""
+        return None
+
+    def input_spec(self, model: Any) -> dict:
+        """The model's (first) input: ``{"shape": [None, H, W, C], "dtype": "float32"}``, None for free dims."""
+        raise NotImplementedError(f"format {self.name!r} cannot tell a model's input")
+
     def device_input_shape(self, nhwc: list[int]) -> list[int] | None:
         """The input shape to pass the runtime adapter, where the model file does not say (ncnn)."""
         return None
 
     def paths(self, folder: Path) -> list[Path]:
-        return [Path(folder) / name for name in self.files]
+        return [Path(folder) / name for name in self.filenames]
 
     def options_schema(self) -> dict:
         """The JSON Schema of ``bench.options.<format>``: the ``Options`` model, unset values allowed."""
         return options_schema(self.Options)
+
+
+class BytesFormat(Format):
+    """A format whose model is one file's bytes (TFLite, ONNX, MNN): subclasses only check them."""
+
+    def check(self, data: bytes) -> None:
+        """Raise anything, with a message, if ``data`` is not a valid model of this format."""
+
+    def save(self, model: bytes, folder: Path) -> None:
+        write_bytes(self.paths(folder)[0], model)
+
+    def load(self, folder: Path) -> bytes:
+        path = self.paths(folder)[0]
+        data = path.read_bytes()
+        try:
+            self.check(data)
+        except Exception as exc:  # each runtime raises its own kinds for a bad file; the file is named either way
+            raise ArtifactError(f"{path}: not a valid {self.name} model (truncated or corrupt?): {exc}") from None
+        return data
 
 
 def options_schema(model: type[pydantic.BaseModel]) -> dict:

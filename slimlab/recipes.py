@@ -68,9 +68,12 @@ def dataset_segment(dataset: dict) -> str:
 
 
 def dataset_spec(config: dict) -> dict:
-    """The config's ``dataset`` block, its params validated, with the identity of the data set's code."""
+    """The config's ``dataset`` block, its params validated, with the identity of the data set's code and content."""
     found, params = data.dataset(config["dataset"])
-    return {**config["dataset"], "params": params.model_dump(mode="json"), "code": identity.fingerprint(found.load)}
+    spec = {**config["dataset"], "params": params.model_dump(mode="json"), "code": identity.fingerprint(found.load)}
+    if found.digest is not None:
+        spec["content"] = found.digest(params)
+    return spec
 
 
 def parse_step(raw, where: str) -> tuple[str, dict]:
@@ -119,7 +122,7 @@ def build_plan(config: dict) -> Plan:
                 takes = ", ".join(stage.inputs) or "nothing (it starts a recipe)"
                 raise ConfigError(f"{where}: stage {name!r} takes {takes}; the step before it produces {kind}")
             path = _add_step(plan, path, stage, params, config, dataset, where)
-            kind = stage.output
+            kind = stage.output_for(stage.params.model_validate(plan.steps[path]["params"]))
             paths.append(path)
         plan.recipes[recipe] = paths
         for fmt in config["formats"]:
@@ -153,4 +156,9 @@ def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, datase
     path = f"{parent}/{segment(stage.name, changed)}"
     plan.steps[path] = {"stage": stage.name, "params": resolved, "changed": changed, "dataset": dataset,
                         "code": identity.fingerprint(stage.run, *stage.uses(validated))}
+    if stage.reads is not None:
+        try:
+            plan.steps[path]["content"] = stage.reads(validated)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return path

@@ -117,6 +117,8 @@ class Sidecar(Record):
     params: ParamCount | None = None
     # The measured share of exact zeros among the stored weights (prune.* params say what was asked).
     zero_fraction: float | None = None
+    # Multiply-accumulates of one inference: the total and per layer (or op), where the format can count them.
+    macs: dict | None = None
     accuracy: dict[str, float] | None = None
     metrics: dict = {}
 

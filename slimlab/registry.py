@@ -11,7 +11,7 @@ import importlib.util
 import os
 import pkgutil
 import sys
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import pluggy
@@ -96,6 +96,7 @@ def plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+@cache
 def _collect(hook_name: str, what: str) -> dict:
     """Call one ``register_*`` hook and gather ``thing.name -> thing``, refusing duplicate names."""
     pm = plugin_manager()
@@ -118,37 +119,23 @@ def _collect(hook_name: str, what: str) -> dict:
 
 @cache
 def stages() -> dict:
-    return _collect("register_stages", "stage")
+    """Every registered stage, and every format's ``convert.<format>`` stage."""
+    found = dict(_collect("register_stages", "stage"))
+    for fmt in formats().values():
+        if fmt.converter is not None:
+            if fmt.converter.name in found:
+                raise PluginError(f"stage {fmt.converter.name!r} is registered twice: by format {fmt.name!r} and by a stage plugin")
+            found[fmt.converter.name] = fmt.converter
+    return found
 
 
-@cache
-def formats() -> dict:
-    return _collect("register_formats", "format")
-
-
-@cache
-def datasets() -> dict:
-    return _collect("register_datasets", "data set")
-
-
-@cache
-def models() -> dict:
-    return _collect("register_models", "model")
-
-
-@cache
-def transports() -> dict:
-    return _collect("register_transports", "transport")
-
-
-@cache
-def runners() -> dict:
-    return _collect("register_runners", "runner")
-
-
-@cache
-def energy_probes() -> dict:
-    return _collect("register_energy_probes", "energy probe")
+# The other registries, one per hook: name -> the registered thing.
+formats = partial(_collect, "register_formats", "format")
+datasets = partial(_collect, "register_datasets", "data set")
+models = partial(_collect, "register_models", "model")
+transports = partial(_collect, "register_transports", "transport")
+runners = partial(_collect, "register_runners", "runner")
+energy_probes = partial(_collect, "register_energy_probes", "energy probe")
 
 
 def lookup(table: dict, name: str, what: str):

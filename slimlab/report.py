@@ -27,11 +27,19 @@ FASTEST_COLUMNS = [*FASTEST_KEY, "option_set", "threads", "options", "latency_me
                    "speedup_vs_default", "runtime", "accuracy", "size_bytes"]
 
 
-def read_deployables(path: Path) -> list[dict]:
+def read_plan(path: Path) -> dict:
+    """The workflow's ``deployables.json``: ``{"inventory", "bench", "deployables": [...]}``."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        plan = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: cannot read the list of deployables: {exc}") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("deployables"), list):
+        raise ArtifactError(f"{path}: not a list of deployables written by this slimlab; rerun the workflow")
+    return plan
+
+
+def read_deployables(path: Path) -> list[dict]:
+    return read_plan(path)["deployables"]
 
 
 def failure_status(info: Sidecar) -> str:
@@ -51,6 +59,7 @@ def artifact_columns(info: Sidecar, folder: str) -> dict:
         "params": info.params.count,
         "nonzero_params": info.params.nonzero,
         "zero_fraction": info.zero_fraction,
+        "macs": info.macs["total"] if info.macs else None,
         "accuracy": info.accuracy["test"],
         "accuracy_val": info.accuracy["val"],
         "parity_agreement": parity["agreement"] if parity else None,
@@ -138,7 +147,7 @@ def plot_accuracy_vs_latency(table: pd.DataFrame, path: Path) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     measured = table.dropna(subset=["latency_median_ms"]) if "latency_median_ms" in table else table.iloc[0:0]
     scale = 600 / max(float(measured["size_bytes"].max()), 1.0) if len(measured) else 1.0
-    for (device, fmt), group in measured.groupby(["device", "format"]):
+    for (device, fmt), group in (measured.groupby(["device", "format"]) if len(measured) else []):
         ax.scatter(group["latency_median_ms"], 100 * group["accuracy"], s=20 + group["size_bytes"] * scale,
                    alpha=0.6, label=f"{fmt} on {device}")
         for _, row in group.iterrows():

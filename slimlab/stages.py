@@ -7,14 +7,14 @@ from typing import Any, Callable
 import pydantic
 
 from slimlab import artifacts, data, registry
-from slimlab.errors import ConfigError
+from slimlab.errors import ConfigError, validated
 from slimlab.records import Sidecar, Step
 
 
 class StageParams(pydantic.BaseModel):
     """Base for a stage's params: typed, with defaults; unknown keys are errors."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoParams(StageParams):
@@ -40,17 +40,23 @@ class Stage:
     """A named step. ``run(artifact, params, ctx)`` returns a model of format ``output``.
 
     ``inputs`` lists the formats it accepts; an empty tuple makes it a source
-    stage (like ``train``) that starts a recipe. ``uses(params)`` names other
-    registered objects whose code is part of what the step builds (``train``:
-    the architecture), so that editing them reruns the step.
+    stage (like ``train``) that starts a recipe. ``output`` is a format name, or
+    a function of the params that gives one (``import`` gives the file's format).
+    ``uses(params)`` names other registered objects whose code is part of what
+    the step builds (``train``: the architecture); ``reads(params)`` hashes the
+    files it reads (``import``: the model file). Either changing reruns the step.
     """
 
     name: str
     run: Callable[[Any, StageParams, StageContext], Any]
     params: type[StageParams] = NoParams
     inputs: tuple[str, ...] = ("keras",)
-    output: str = "keras"
+    output: str | Callable[[StageParams], str] = "keras"
     uses: Callable[[StageParams], list] = lambda params: []
+    reads: Callable[[StageParams], str] | None = None
+
+    def output_for(self, params: StageParams) -> str:
+        return self.output(params) if callable(self.output) else self.output
 
     @property
     def is_source(self) -> bool:
@@ -61,14 +67,7 @@ class Stage:
         return (self.run.__doc__ or "").strip().split("\n")[0]
 
     def validate(self, params: dict | None, where: str) -> StageParams:
-        try:
-            return self.params(**(params or {}))
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg'].removeprefix('Value error, ')}"
-                for err in exc.errors()
-            )
-            raise ConfigError(f"{where}: invalid params for stage {self.name!r}: {problems}") from None
+        return validated(self.params, params, f"{where}: invalid params for stage {self.name!r}")
 
 
 def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> artifacts.Artifact | Sidecar:
@@ -88,13 +87,13 @@ def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> ar
         lineage = parent.lineage
         if parent.status == "failed":
             message = parent.error if parent.error.startswith("skipped:") else f"skipped: {parent.error}"
-            return artifacts.write_failed(output_sidecar, stage.output, [*lineage, entry], dataset, message)
+            return artifacts.write_failed(output_sidecar, stage.output_for(params), [*lineage, entry], dataset, message)
         source = artifacts.Artifact.load(input_sidecar)
         if source.kind not in stage.inputs:
             raise ConfigError(f"stage {stage.name!r} takes {', '.join(stage.inputs)}, but {input_sidecar} is {source.kind}")
     ctx = StageContext(splits=data.load_spec(dataset), seed=dataset["seed"], workdir=output_sidecar.parent)
     model = stage.run(source, params, ctx)
-    return artifacts.write(output_sidecar.parent, stage.output, model,
+    return artifacts.write(output_sidecar.parent, stage.output_for(params), model,
                            lineage=[*lineage, entry], dataset=dataset, splits=ctx.splits, metrics=ctx.metrics)
 
 
@@ -104,4 +103,5 @@ def mark_failed(step: dict, input_sidecar: Path | None, output_sidecar: Path, er
     lineage = artifacts.read_sidecar(input_sidecar).lineage if input_sidecar else []
     entry = Step(stage=stage.name, params=step.get("params", {}), changed=step.get("changed", {}),
                  code=step.get("code"), artifact=str(Path(output_sidecar).parent))
-    return artifacts.write_failed(Path(output_sidecar), stage.output, [*lineage, entry], step["dataset"], error)
+    kind = stage.output_for(stage.validate(step.get("params"), f"step {stage.name}"))
+    return artifacts.write_failed(Path(output_sidecar), kind, [*lineage, entry], step["dataset"], error)

@@ -5,16 +5,23 @@ they skip with the reason; in CI ``SLIMLAB_REQUIRE_LAB=1`` turns the skip into
 a failure so that a missing peer can never pass silently.
 """
 
+import copy
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from slimlab import config
+from slimlab.lab.devices import Device, device
+from slimlab.option_sets import DEFAULT
 
 REPO = Path(__file__).resolve().parents[1]
 # The small data set unit tests train on (scikit-learn's 8x8 digits).
 DIGITS = {"name": "digits", "seed": 7, "val_fraction": 0.1, "test_fraction": 0.2}
+DEFAULT_CONFIG = yaml.safe_load((REPO / "config/config.yaml").read_text())
 LAB_REQUIRED = os.environ.get("SLIMLAB_REQUIRE_LAB") == "1"
 
 
@@ -31,3 +38,30 @@ def slimlab(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: floa
         [sys.executable, "-m", "slimlab.cli", *args],
         cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def lab_device(name: str, entry: dict) -> Device:
+    """A typed device from an inventory entry: the schema's defaults filled in, every plugin block checked."""
+    inventory = {"devices": {name: copy.deepcopy(entry)}}
+    config.validate(inventory, "devices.schema.yaml", "test inventory")
+    return device(name, inventory["devices"][name], "test inventory")
+
+
+def local_device(workdir: Path, name: str = "here", **entry) -> Device:
+    """This host as a device (local transport, python runner); ``entry`` adds or replaces inventory keys."""
+    return lab_device(name, {"transport": "local", "runner": "python", "workdir": str(workdir), **entry})
+
+
+def validated_bench(**bench) -> dict:
+    """The default config's ``bench`` block replaced by ``bench``, validated, with the schema's defaults."""
+    cfg = {**copy.deepcopy(DEFAULT_CONFIG), "bench": bench}
+    config.validate(cfg, "config.schema.yaml", "config")
+    return cfg["bench"]
+
+
+def bench_block(*, warmup: int = 2, runs: int = 25, min_seconds: float = 0.0, timeout_s: float = 120,
+                options: dict | None = None, option_set: str = DEFAULT, max_samples: int = 100_000,
+                noisy_cv: float = 0.1) -> dict:
+    """The config's ``bench`` block for one option set, as the workflow hands it to ``slimlab bench``."""
+    return {"threads": [1], "warmup": warmup, "runs": runs, "min_seconds": min_seconds, "max_samples": max_samples,
+            "timeout_s": timeout_s, "noisy_cv": noisy_cv, "options": options or {}, "option_set": option_set}

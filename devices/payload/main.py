@@ -97,13 +97,62 @@ def measure(args) -> dict:
         "sample_cap_reached": len(latencies) >= args.max_samples and timed_s < args.min_seconds,
         "memory": {"peak_rss_kib": context.peak_rss_kib(), "rss_before_load_kib": rss_before,
                    "rss_after_load_kib": rss_loaded,
-                   "load_growth_kib": None if None in (rss_before, rss_loaded) else rss_loaded - rss_before},
+                   "load_growth_kib": None if None in (rss_before, rss_loaded) else rss_loaded - rss_before,
+                   **runtime.memory()},
         "machine": platform.machine(),
         "cpu": context.cpu_model(),
         "python": platform.python_version(),
         "context": {"root": args.context_root, "affinity": affinity, "process_threads": context.process_threads(),
                     "cooldown": cooldown, "before": before, "after": after},
     }
+
+
+def compare(args) -> dict:
+    """Time ``--baseline-model`` and ``--model`` side by side in one process, in alternating rounds.
+
+    Round i times one model, then the other (the order flips every round), each for an
+    equal share of ``--runs`` and ``--min-seconds``, so drift of the device hits both alike.
+    """
+    runtime_class, schema = adapter(args.runtime)
+    options = check_options(args.runtime, json.loads(args.options), schema)
+    lock = hold_device_lock(args.lock, args.lock_wait_s)
+    affinity = context.pin(args.affinity)
+
+    import numpy as np
+
+    sysfs = context.Sysfs(args.context_root)
+    rng = np.random.default_rng(args.seed)
+    models = {}
+    for side, files in (("baseline", args.baseline_model), ("candidate", args.model)):
+        models[side] = runtime_class(np)
+        models[side].load(files, args.threads, options)
+        models[side].feed(rng, args.input_shape)
+        for _ in range(args.warmup):
+            models[side].invoke()
+    per_round_runs = max(1, -(-args.runs // args.rounds))
+    per_round_s = args.min_seconds / args.rounds
+    rounds = []
+    before = context.snapshot(sysfs)
+    for index in range(args.rounds):
+        sides = ("baseline", "candidate") if index % 2 == 0 else ("candidate", "baseline")
+        timed = {}
+        for side in sides:
+            runtime, samples, began = models[side], [], time.perf_counter()
+            while len(samples) < args.max_samples and (
+                    len(samples) < per_round_runs or time.perf_counter() - began < per_round_s):
+                t0 = time.perf_counter_ns()
+                runtime.invoke()
+                samples.append((time.perf_counter_ns() - t0) / 1e6)
+            timed[side] = samples
+        rounds.append(timed)
+    after = context.snapshot(sysfs)
+    if lock is not None:
+        lock.close()
+    return {"runtime": models["candidate"].version, "threads": args.threads,
+            "options": models["candidate"].applied(), "rounds": rounds, "machine": platform.machine(),
+            "cpu": context.cpu_model(),
+            "context": {"root": args.context_root, "affinity": affinity, "process_threads": context.process_threads(),
+                        "cooldown": None, "before": before, "after": after}}
 
 
 def int_list(text: str) -> list[int]:
@@ -122,6 +171,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--max-samples", type=int, default=100_000, help="stop here even before --min-seconds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline-model", nargs="+", help="compare: the baseline's files, timed in rounds with --model's")
+    p.add_argument("--rounds", type=int, default=10, help="compare: how many alternating rounds")
     p.add_argument("--lock", help="a file to flock while measuring, so two benchmarks never share the device")
     p.add_argument("--lock-wait-s", type=float, default=600.0)
     p.add_argument("--context-root", default="/", help="prefix of the sysfs paths read for the run context")
@@ -136,7 +187,7 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     try:
-        result = measure(args)
+        result = compare(args) if args.baseline_model else measure(args)
     except (PayloadError, json.JSONDecodeError) as exc:
         parser().error(str(exc))
     print(RESULT_PREFIX + json.dumps(result), flush=True)

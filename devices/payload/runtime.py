@@ -34,12 +34,17 @@ def random_input(np, shape, dtype, rng):
     return rng.random(shape, dtype=np.float32).astype(dtype)
 
 
-_TYPES = {"integer": int, "number": (int, float), "string": str}
+_TYPES = {"number": (int, float), "string": str}
 
 
 def _has_type(value, type_name: str) -> bool:
+    """JSON Schema's meaning of the type names: 2.0 is an integer, true is not a number."""
     if type_name == "boolean" or isinstance(value, bool):  # in Python a bool is also an int
         return type_name == "boolean" and isinstance(value, bool)
+    if type_name == "integer":
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if type_name not in _TYPES:
+        raise PayloadError(f"option type {type_name!r} is not one this payload can check")
     return isinstance(value, _TYPES[type_name])
 
 
@@ -60,12 +65,21 @@ def check_options(runtime: str, options: dict, schema: dict) -> dict:
 
 class Runtime(ABC):
     """One runtime: ``__init__`` imports it (untimed), ``load`` is timed as init, ``feed`` sets a random
-    input (untimed), ``invoke`` is one timed inference, ``applied`` reads the options back from the runtime."""
+    input (untimed), ``invoke`` is one timed inference, ``applied`` reads the options back from the runtime.
 
-    version: str
+    ``module`` names the runtime's Python module: ``__init__`` imports it as ``self.lib`` and records
+    its version, or says that the device lacks it.
+    """
+
+    module: str | None = None
+    version: str = "unknown"
 
     def __init__(self, np):
         self.np = np
+        if self.module:
+            self.lib = require(self.module)
+            version = getattr(self.lib, "__version__", None) or getattr(self.lib, "version", lambda: "?")()
+            self.version = f"{self.module} {version}"
 
     @abstractmethod
     def load(self, files: list[str], threads: int, options: dict) -> None: ...
@@ -80,7 +94,11 @@ class Runtime(ABC):
     def applied(self) -> dict: ...
 
     def observed(self) -> dict:
-        """Runtime-specific facts for the record besides the options (e.g. delegated nodes, arena bytes)."""
+        """Runtime-specific facts for the record besides the options (e.g. delegated nodes)."""
+        return {}
+
+    def memory(self) -> dict:
+        """The runtime's own account of the memory it holds, where it gives one (e.g. MNN's session MB)."""
         return {}
 
 

@@ -17,7 +17,7 @@ from slimlab.kit.training import keras
 
 class KerasFormat(Format):
     name = "keras"
-    files = ("model.keras",)
+    filenames = ("model.keras",)
 
     def save(self, model, folder: Path) -> None:
         with atomic_path(self.paths(folder)[0]) as tmp:
@@ -34,6 +34,10 @@ class KerasFormat(Format):
 
     def predict(self, model, x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=256, verbose=0))
+
+    def input_spec(self, model) -> dict:
+        tensor = model.inputs[0]
+        return {"shape": list(tensor.shape), "dtype": tensor.dtype.name}
 
     def weights(self, model) -> list[np.ndarray]:
         return [np.asarray(w) for w in model.get_weights()]

@@ -22,9 +22,8 @@ import numpy as np
 from pydantic import Field
 
 from slimlab import hookimpl
-from slimlab.atomic import write_bytes
 from slimlab.errors import ArtifactError
-from slimlab.formats import Format, RuntimeOptions, builtin_adapter
+from slimlab.formats import BytesFormat, RuntimeOptions, builtin_adapter
 from slimlab.kit import parity
 from slimlab.kit.export import keras_to_onnx
 from slimlab.stages import Stage, StageParams
@@ -48,65 +47,6 @@ def mnn_dump(data: bytes) -> dict | None:
         # MNN writes C's nan/inf spellings, which JSON does not have.
         text = re.sub(r"-?\bnan\b", "NaN", dump.read_text())
         return json.loads(re.sub(r"\b(-?)inf\b", r"\1Infinity", text))
-
-
-class MnnOptions(RuntimeOptions):
-    precision: Mode | None = Field(None, description="session precision (default normal; low is fp16 on ARM)")
-    power: Mode | None = Field(None, description="session power mode (default normal)")
-
-
-class MnnFormat(Format):
-    name = "mnn"
-    files = ("model.mnn",)
-    Options = MnnOptions
-    runtime_adapter = builtin_adapter("mnn")
-
-    def save(self, model: bytes, folder: Path) -> None:
-        write_bytes(self.paths(folder)[0], model)
-
-    def load(self, folder: Path) -> bytes:
-        path = self.paths(folder)[0]
-        data = path.read_bytes()
-        if mnn_dump(data) is None:
-            raise ArtifactError(f"{path}: MNN cannot read the model (truncated or corrupt)")
-        return data
-
-    def predict(self, model: bytes, x: np.ndarray) -> np.ndarray:
-        """One sample at a time through an MNN session at high precision."""
-        import MNN
-
-        with tempfile.NamedTemporaryFile(suffix=".mnn") as tmp:
-            tmp.write(model)
-            tmp.flush()
-            interpreter = MNN.Interpreter(tmp.name)
-        session = interpreter.createSession({"numThread": 1, "precision": "high"})
-        inp = interpreter.getSessionInput(session)
-        shape = tuple(inp.getShape())
-        if shape[1:] != x.shape[1:] and x.ndim == 4 and shape[1:] == (x.shape[3], x.shape[1], x.shape[2]):
-            x = x.transpose(0, 3, 1, 2)  # an NCHW graph input (ONNX models exported channel-first)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        logits = []
-        for i in range(len(x)):
-            inp.copyFrom(MNN.Tensor(shape, MNN.Halide_Type_Float, x[i:i + 1], inp.getDimensionType()))
-            interpreter.runSession(session)
-            out = interpreter.getSessionOutput(session)
-            host = MNN.Tensor(out.getShape(), MNN.Halide_Type_Float, np.zeros(out.getShape(), np.float32),
-                              out.getDimensionType())
-            out.copyToHostTensor(host)
-            logits.append(np.array(host.getData(), np.float32).reshape(-1))
-        return np.stack(logits)
-
-    def weights(self, model: bytes) -> list[np.ndarray] | None:
-        """Float weights and biases of each op; None if any are quantised (packed buffers, not decoded here)."""
-        weights = []
-        for op in mnn_dump(model)["oplists"]:
-            main = op.get("main")
-            if not isinstance(main, dict):
-                continue
-            if "quanParameter" in main or "symmetricQuan" in main:
-                return None
-            weights += [np.asarray(main[key], np.float32) for key in ("weight", "bias") if isinstance(main.get(key), list)]
-        return weights
 
 
 class ConvertParams(StageParams):
@@ -147,11 +87,60 @@ def convert_mnn(artifact, params: ConvertParams, ctx) -> bytes:
     return model
 
 
+class MnnOptions(RuntimeOptions):
+    precision: Mode | None = Field(None, description="session precision (default normal; low is fp16 on ARM)")
+    power: Mode | None = Field(None, description="session power mode (default normal)")
+
+
+class MnnFormat(BytesFormat):
+    name = "mnn"
+    filenames = ("model.mnn",)
+    Options = MnnOptions
+    runtime_adapter = builtin_adapter("mnn")
+    converter = Stage("convert.mnn", convert_mnn, ConvertParams, inputs=("keras", "tflite", "onnx"), output="mnn")
+
+    def check(self, data: bytes) -> None:
+        if mnn_dump(data) is None:
+            raise ValueError("MNN's converter cannot read it")
+
+    def predict(self, model: bytes, x: np.ndarray) -> np.ndarray:
+        """One sample at a time through an MNN session at high precision."""
+        import MNN
+
+        with tempfile.NamedTemporaryFile(suffix=".mnn") as tmp:
+            tmp.write(model)
+            tmp.flush()
+            interpreter = MNN.Interpreter(tmp.name)
+        session = interpreter.createSession({"numThread": 1, "precision": "high"})
+        inp = interpreter.getSessionInput(session)
+        shape = tuple(inp.getShape())
+        if shape[1:] != x.shape[1:] and x.ndim == 4 and shape[1:] == (x.shape[3], x.shape[1], x.shape[2]):
+            x = x.transpose(0, 3, 1, 2)  # an NCHW graph input (ONNX models exported channel-first)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        logits = []
+        for i in range(len(x)):
+            inp.copyFrom(MNN.Tensor(shape, MNN.Halide_Type_Float, x[i:i + 1], inp.getDimensionType()))
+            interpreter.runSession(session)
+            out = interpreter.getSessionOutput(session)
+            host = MNN.Tensor(out.getShape(), MNN.Halide_Type_Float, np.zeros(out.getShape(), np.float32),
+                              out.getDimensionType())
+            out.copyToHostTensor(host)
+            logits.append(np.array(host.getData(), np.float32).reshape(-1))
+        return np.stack(logits)
+
+    def weights(self, model: bytes) -> list[np.ndarray] | None:
+        """Float weights and biases of each op; None if any are quantised (packed buffers, not decoded here)."""
+        weights = []
+        for op in mnn_dump(model)["oplists"]:
+            main = op.get("main")
+            if not isinstance(main, dict):
+                continue
+            if "quanParameter" in main or "symmetricQuan" in main:
+                return None
+            weights += [np.asarray(main[key], np.float32) for key in ("weight", "bias") if isinstance(main.get(key), list)]
+        return weights
+
+
 @hookimpl
 def register_formats(register):
     register(MnnFormat())
-
-
-@hookimpl
-def register_stages(register):
-    register(Stage("convert.mnn", convert_mnn, ConvertParams, inputs=("keras", "tflite", "onnx"), output="mnn"))

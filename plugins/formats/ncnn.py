@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydantic
 from pydantic import Field
 
 from slimlab import hookimpl
@@ -42,21 +43,76 @@ class NcnnModel:
     weights: bytes
 
 
-class NcnnOptions(RuntimeOptions):
-    use_fp16_storage: bool | None = None
-    use_fp16_arithmetic: bool | None = None
-    use_fp16_packed: bool | None = None
-    use_packing_layout: bool | None = None
-    use_winograd_convolution: bool | None = None
-    use_sgemm_convolution: bool | None = None
-    lightmode: bool | None = None
+class ConvertParams(StageParams):
+    fp16_storage: bool = Field(False, description="store weights as fp16 (halves the .bin; parity then uses the quantized bound)")
+
+
+def pnnx_binary() -> Path:
+    """The executable inside the pnnx wheel, found without importing the package (it imports torch)."""
+    spec = importlib.util.find_spec("pnnx")
+    if spec is None or not spec.submodule_search_locations:
+        raise ArtifactError("convert.ncnn: pnnx is not installed (pip install --no-deps pnnx)")
+    return Path(spec.submodule_search_locations[0]) / "pnnx"
+
+
+def channel_first_input(onnx_bytes: bytes) -> tuple[bytes, list[int]]:
+    """Give an NHWC image input a batch-of-one NCHW signature; returns the model and its input shape."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    from onnx import helper
+
+    try:
+        model = onnx.load_from_string(onnx_bytes)
+    except DecodeError as exc:
+        raise ArtifactError(f"convert.ncnn: the input is not a valid ONNX model: {exc}") from exc
+    graph = model.graph
+    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    if len(inputs) != 1:
+        raise ArtifactError(f"convert.ncnn: the ONNX model has {len(inputs)} inputs; slimlab converts single-input models")
+    (original,) = inputs
+    dims = [d.dim_value for d in original.type.tensor_type.shape.dim][1:]
+    if len(dims) != 3:  # not an image: only fix the batch
+        original.type.tensor_type.shape.dim[0].dim_value = 1
+        return model.SerializeToString(), [1, *dims]
+    height, width, channels = dims
+    shape = [1, channels, height, width]
+    nchw = helper.make_tensor_value_info("in0", original.type.tensor_type.elem_type, shape)
+    graph.node.insert(0, helper.make_node("Transpose", ["in0"], [original.name], perm=[0, 2, 3, 1]))
+    graph.input.remove(original)
+    graph.input.insert(0, nchw)
+    return model.SerializeToString(), shape
+
+
+def convert_ncnn(artifact, params: ConvertParams, ctx) -> NcnnModel:
+    """ncnn model through ONNX and pnnx (fp32 weights unless fp16_storage); parity is recorded."""
+    onnx_bytes = keras_to_onnx(artifact.model) if artifact.kind == "keras" else artifact.model
+    onnx_bytes, shape = channel_first_input(onnx_bytes)
+    with tempfile.TemporaryDirectory(prefix="slimlab-pnnx-") as tmp:
+        (Path(tmp) / "model.onnx").write_bytes(onnx_bytes)
+        argv = [str(pnnx_binary()), "model.onnx", f"inputshape=[{','.join(map(str, shape))}]",
+                f"fp16={int(params.fp16_storage)}"]
+        result = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, timeout=600)
+        param, weights = Path(tmp) / "model.ncnn.param", Path(tmp) / "model.ncnn.bin"
+        if result.returncode != 0 or not param.is_file():
+            tail = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
+            raise ArtifactError(f"convert.ncnn: pnnx exited {result.returncode}: {tail}")
+        model = NcnnModel(param.read_bytes(), weights.read_bytes())
+    parity.record(ctx, artifact, NcnnFormat(), model, reduced_precision=params.fp16_storage)
+    return model
+
+
+# The ncnn.Option fields slimlab sets; each is true or false, unset keeps ncnn's default.
+FLAGS = ("use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packed", "use_packing_layout",
+         "use_winograd_convolution", "use_sgemm_convolution", "lightmode")
+NcnnOptions = pydantic.create_model("NcnnOptions", __base__=RuntimeOptions, **{flag: (bool | None, None) for flag in FLAGS})
 
 
 class NcnnFormat(Format):
     name = "ncnn"
-    files = ("model.ncnn.param", "model.ncnn.bin")
+    filenames = ("model.ncnn.param", "model.ncnn.bin")
     Options = NcnnOptions
     runtime_adapter = builtin_adapter("ncnn")
+    converter = Stage("convert.ncnn", convert_ncnn, ConvertParams, inputs=("keras", "onnx"), output="ncnn")
 
     def save(self, model: NcnnModel, folder: Path) -> None:
         param, weights = self.paths(folder)
@@ -134,69 +190,6 @@ class NcnnFormat(Format):
         return [batch, *sample]
 
 
-class ConvertParams(StageParams):
-    fp16_storage: bool = Field(False, description="store weights as fp16 (halves the .bin; parity then uses the quantized bound)")
-
-
-def pnnx_binary() -> Path:
-    """The executable inside the pnnx wheel, found without importing the package (it imports torch)."""
-    spec = importlib.util.find_spec("pnnx")
-    if spec is None or not spec.submodule_search_locations:
-        raise ArtifactError("convert.ncnn: pnnx is not installed (pip install --no-deps pnnx)")
-    return Path(spec.submodule_search_locations[0]) / "pnnx"
-
-
-def channel_first_input(onnx_bytes: bytes) -> tuple[bytes, list[int]]:
-    """Give an NHWC image input a batch-of-one NCHW signature; returns the model and its input shape."""
-    import onnx
-    from google.protobuf.message import DecodeError
-    from onnx import helper
-
-    try:
-        model = onnx.load_from_string(onnx_bytes)
-    except DecodeError as exc:
-        raise ArtifactError(f"convert.ncnn: the input is not a valid ONNX model: {exc}") from exc
-    graph = model.graph
-    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-    if len(inputs) != 1:
-        raise ArtifactError(f"convert.ncnn: the ONNX model has {len(inputs)} inputs; slimlab converts single-input models")
-    (original,) = inputs
-    dims = [d.dim_value for d in original.type.tensor_type.shape.dim][1:]
-    if len(dims) != 3:  # not an image: only fix the batch
-        original.type.tensor_type.shape.dim[0].dim_value = 1
-        return model.SerializeToString(), [1, *dims]
-    height, width, channels = dims
-    shape = [1, channels, height, width]
-    nchw = helper.make_tensor_value_info("in0", original.type.tensor_type.elem_type, shape)
-    graph.node.insert(0, helper.make_node("Transpose", ["in0"], [original.name], perm=[0, 2, 3, 1]))
-    graph.input.remove(original)
-    graph.input.insert(0, nchw)
-    return model.SerializeToString(), shape
-
-
-def convert_ncnn(artifact, params: ConvertParams, ctx) -> NcnnModel:
-    """ncnn model through ONNX and pnnx (fp32 weights unless fp16_storage); parity is recorded."""
-    onnx_bytes = keras_to_onnx(artifact.model) if artifact.kind == "keras" else artifact.model
-    onnx_bytes, shape = channel_first_input(onnx_bytes)
-    with tempfile.TemporaryDirectory(prefix="slimlab-pnnx-") as tmp:
-        (Path(tmp) / "model.onnx").write_bytes(onnx_bytes)
-        argv = [str(pnnx_binary()), "model.onnx", f"inputshape=[{','.join(map(str, shape))}]",
-                f"fp16={int(params.fp16_storage)}"]
-        result = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, timeout=600)
-        param, weights = Path(tmp) / "model.ncnn.param", Path(tmp) / "model.ncnn.bin"
-        if result.returncode != 0 or not param.is_file():
-            tail = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
-            raise ArtifactError(f"convert.ncnn: pnnx exited {result.returncode}: {tail}")
-        model = NcnnModel(param.read_bytes(), weights.read_bytes())
-    parity.record(ctx, artifact, NcnnFormat(), model, reduced_precision=params.fp16_storage)
-    return model
-
-
 @hookimpl
 def register_formats(register):
     register(NcnnFormat())
-
-
-@hookimpl
-def register_stages(register):
-    register(Stage("convert.ncnn", convert_ncnn, ConvertParams, inputs=("keras", "onnx"), output="ncnn"))

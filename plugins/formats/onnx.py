@@ -4,38 +4,49 @@
 keeps Keras' NHWC input. onnxruntime takes no runtime options here.
 """
 
-from pathlib import Path
 
 import numpy as np
 from pydantic import Field
 
 from slimlab import hookimpl
-from slimlab.atomic import write_bytes
-from slimlab.errors import ArtifactError
-from slimlab.formats import Format, builtin_adapter
+from slimlab.formats import BytesFormat, builtin_adapter
 from slimlab.kit import parity
 from slimlab.kit.export import keras_to_onnx
 from slimlab.stages import Stage, StageParams
 
 
-class OnnxFormat(Format):
+class ConvertParams(StageParams):
+    opset: int = Field(13, ge=11, le=21, description="ONNX opset to target")
+
+
+def convert_onnx(artifact, params: ConvertParams, ctx) -> bytes:
+    """ONNX model (tf2onnx from a SavedModel); parity with the Keras model is recorded."""
+    model = keras_to_onnx(artifact.model, params.opset)
+    parity.record(ctx, artifact, OnnxFormat(), model)
+    return model
+
+
+class OnnxFormat(BytesFormat):
     name = "onnx"
-    files = ("model.onnx",)
+    filenames = ("model.onnx",)
     runtime_adapter = builtin_adapter("onnx")
+    converter = Stage("convert.onnx", convert_onnx, ConvertParams, inputs=("keras",), output="onnx")
 
-    def save(self, model: bytes, folder: Path) -> None:
-        write_bytes(self.paths(folder)[0], model)
-
-    def load(self, folder: Path) -> bytes:
+    def check(self, data: bytes) -> None:
         import onnx
 
-        path = self.paths(folder)[0]
-        data = path.read_bytes()
-        try:
-            onnx.checker.check_model(onnx.load_from_string(data))
-        except Exception as exc:  # onnx raises DecodeError, ValidationError and others for a bad file
-            raise ArtifactError(f"{path}: not a valid ONNX model (truncated or corrupt): {exc}") from exc
-        return data
+        onnx.checker.check_model(onnx.load_from_string(data))
+
+    def input_spec(self, model: bytes) -> dict:
+        import onnx
+        from onnx import helper
+
+        graph = onnx.load_from_string(model).graph
+        weights = {tensor.name for tensor in graph.initializer}
+        first = next(tensor for tensor in graph.input if tensor.name not in weights)
+        dims = [dim.dim_value or None for dim in first.type.tensor_type.shape.dim]
+        return {"shape": [None, *dims[1:]], "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(
+            first.type.tensor_type.elem_type)).name}
 
     def predict(self, model: bytes, x: np.ndarray) -> np.ndarray:
         import onnxruntime
@@ -56,22 +67,6 @@ class OnnxFormat(Format):
         return [a.astype(np.float32) for a in arrays if np.issubdtype(a.dtype, np.floating)]
 
 
-class ConvertParams(StageParams):
-    opset: int = Field(13, ge=11, le=21, description="ONNX opset to target")
-
-
-def convert_onnx(artifact, params: ConvertParams, ctx) -> bytes:
-    """ONNX model (tf2onnx from a SavedModel); parity with the Keras model is recorded."""
-    model = keras_to_onnx(artifact.model, params.opset)
-    parity.record(ctx, artifact, OnnxFormat(), model)
-    return model
-
-
 @hookimpl
 def register_formats(register):
     register(OnnxFormat())
-
-
-@hookimpl
-def register_stages(register):
-    register(Stage("convert.onnx", convert_onnx, ConvertParams, inputs=("keras",), output="onnx"))

@@ -12,15 +12,12 @@ XNNPACK delegate. Reading the stored weights needs no TensorFlow: LiteRT ships
 the flatbuffer schema.
 """
 
-from pathlib import Path
 
 import numpy as np
 from pydantic import Field
 
 from slimlab import hookimpl
-from slimlab.atomic import write_bytes
-from slimlab.errors import ArtifactError
-from slimlab.formats import Format, RuntimeOptions, builtin_adapter
+from slimlab.formats import BytesFormat, RuntimeOptions, builtin_adapter
 from slimlab.kit import parity
 from slimlab.kit.export import keras_to_tflite
 from slimlab.stages import Stage, StageParams
@@ -78,29 +75,43 @@ def decode_tensor(tensor, raw: np.ndarray, dtypes: dict) -> np.ndarray:
     return values.astype(np.float32)
 
 
+class ConvertParams(StageParams):
+    sparse: bool = Field(False, description="store mostly-zero kernels in TFLite's sparse (index + value) encoding")
+
+
+def convert_tflite(artifact, params: ConvertParams, ctx) -> bytes:
+    """Float32 TFLite model through a SavedModel; parity with the Keras model is recorded."""
+    import tensorflow as tf
+
+    def configure(converter):
+        if params.sparse:
+            converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+
+    model = keras_to_tflite(artifact.model, configure)
+    parity.record(ctx, artifact, TfliteFormat(), model)
+    return model
+
+
 class TfliteOptions(RuntimeOptions):
     xnnpack: bool | None = Field(None, description="LiteRT's default XNNPACK delegate (default true)")
 
 
-class TfliteFormat(Format):
+class TfliteFormat(BytesFormat):
     name = "tflite"
-    files = ("model.tflite",)
+    filenames = ("model.tflite",)
     Options = TfliteOptions
     runtime_adapter = builtin_adapter("tflite")
+    converter = Stage("convert.tflite", convert_tflite, ConvertParams, inputs=("keras",), output="tflite")
 
-    def save(self, model: bytes, folder: Path) -> None:
-        write_bytes(self.paths(folder)[0], model)
-
-    def load(self, folder: Path) -> bytes:
-        path = self.paths(folder)[0]
-        data = path.read_bytes()
+    def check(self, data: bytes) -> None:
         if len(data) < 8 or data[4:8] != b"TFL3":
-            raise ArtifactError(f"{path}: not a TFLite flatbuffer (missing 'TFL3' identifier; truncated or corrupt)")
-        try:
-            interpreter_class()(model_content=data).allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ArtifactError(f"{path}: LiteRT cannot load the model: {exc}") from exc
-        return data
+            raise ValueError("no 'TFL3' flatbuffer identifier")
+        interpreter_class()(model_content=data).allocate_tensors()
+
+    def input_spec(self, model: bytes) -> dict:
+        detail = interpreter_class()(model_content=model).get_input_details()[0]
+        shape = [None if dim < 0 else int(dim) for dim in detail["shape_signature"]]
+        return {"shape": [None, *shape[1:]], "dtype": np.dtype(detail["dtype"]).name}
 
     def predict(self, model: bytes, x: np.ndarray) -> np.ndarray:
         """Every sample through LiteRT, quantising input and dequantising output as the model asks."""
@@ -147,28 +158,6 @@ class TfliteFormat(Format):
         return weights
 
 
-class ConvertParams(StageParams):
-    sparse: bool = Field(False, description="store mostly-zero kernels in TFLite's sparse (index + value) encoding")
-
-
-def convert_tflite(artifact, params: ConvertParams, ctx) -> bytes:
-    """Float32 TFLite model through a SavedModel; parity with the Keras model is recorded."""
-    import tensorflow as tf
-
-    def configure(converter):
-        if params.sparse:
-            converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-
-    model = keras_to_tflite(artifact.model, configure)
-    parity.record(ctx, artifact, TfliteFormat(), model)
-    return model
-
-
 @hookimpl
 def register_formats(register):
     register(TfliteFormat())
-
-
-@hookimpl
-def register_stages(register):
-    register(Stage("convert.tflite", convert_tflite, ConvertParams, inputs=("keras",), output="tflite"))

@@ -9,6 +9,7 @@ import ctypes
 import os
 import platform
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -40,11 +41,24 @@ class LocalTransport(Transport):
     def physical_id(self) -> str:
         return f"local:{platform.node()}"
 
+    def ensure_workdir(self) -> None:
+        """The work dir must belong to this user and be closed to others: pushed files are run there."""
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            info = self.workdir.stat()
+        except OSError as exc:
+            raise DeviceToolError(f"device {self.device_name!r}: cannot create workdir {self.workdir}: "
+                                  f"{exc.strerror}") from None
+        if info.st_uid != os.getuid() or info.st_mode & stat.S_IWOTH:
+            raise DeviceToolError(f"device {self.device_name!r}: workdir {self.workdir} is not owned by this user, "
+                                  "or others may write to it; set `workdir` to a folder of your own")
+
     def has_file(self, remote: str, sha256: str) -> bool:
         return Path(remote).is_file() and sha256_file(Path(remote)) == sha256
 
     def upload(self, local: Path, remote: str, sha256: str) -> None:
         target = Path(remote)
+        self.ensure_workdir()
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             # A name of its own: two jobs may push the same blob at once.
@@ -63,8 +77,8 @@ class LocalTransport(Transport):
                                   f"{exc.strerror or exc}") from None
 
     def run(self, argv: list[str], timeout: float) -> CommandResult:
+        self.ensure_workdir()
         try:
-            self.workdir.mkdir(parents=True, exist_ok=True)
             process = subprocess.Popen(argv, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        stdin=subprocess.DEVNULL, text=True, start_new_session=True,
                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)

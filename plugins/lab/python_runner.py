@@ -58,6 +58,16 @@ class PythonRunner(Runner):
         return args
 
     def measure(self, artifact, threads: int, settings: dict) -> dict:
+        return self._payload(artifact, threads, settings, [])
+
+    def compare(self, candidate, baseline, threads: int, settings: dict, rounds: int) -> dict:
+        """Both models in one payload process, timed in alternating rounds (see ``slimlab_payload.main``)."""
+        if baseline.kind != candidate.kind:
+            raise self.fail(f"cannot compare a {candidate.kind} model with a {baseline.kind} baseline")
+        baseline_files = [self.transport.push(path) for path in baseline.paths]
+        return self._payload(candidate, threads, settings, ["--baseline-model", *baseline_files, "--rounds", str(rounds)])
+
+    def _payload(self, artifact, threads: int, settings: dict, extra: list[str]) -> dict:
         kind = artifact.kind
         fmt = formats.get(kind)
         if fmt.runtime_adapter is None:
@@ -77,7 +87,7 @@ class PythonRunner(Runner):
             "--options", json.dumps(settings["options"].get(kind, {})), "--warmup", str(settings["warmup"]),
             "--runs", str(settings["runs"]), "--min-seconds", str(settings["min_seconds"]),
             "--max-samples", str(settings["max_samples"]), "--lock-wait-s", str(settings["timeout_s"]),
-            *self.context_args(),
+            *self.context_args(), *extra,
         ]
         shape = fmt.device_input_shape(artifact.info.input_shape)
         if shape:

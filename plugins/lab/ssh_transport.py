@@ -112,7 +112,7 @@ class SSHTransport(ShellTransport):
                 raise DeviceToolError(f"device {self.device_name!r}: ssh.key_passphrase_env names "
                                       f"${self.settings.key_passphrase_env}, which is not set")
         try:
-            return paramiko.PKey.from_path(self.key_file, passphrase=passphrase)
+            return paramiko.PKey.from_path(self.key_file, passphrase)
         except paramiko.PasswordRequiredException:
             raise DeviceToolError(f"device {self.device_name!r}: key {self.key_file} is encrypted; "
                                   "set ssh.key_passphrase_env") from None

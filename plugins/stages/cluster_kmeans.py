@@ -20,9 +20,9 @@ from slimlab.kit.training import compile_and_fit
 class ClusterParams(StageParams):
     clusters: int = Field(16, ge=2, le=256, description="shared values per layer")
     preserve_sparsity: bool = Field(True, description="keep zero weights at zero (after pruning)")
-    epochs: int = Field(2, ge=0, description="fine-tuning epochs for the centroids")
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
+    epochs: int = Field(2, ge=0, le=10000, description="fine-tuning epochs for the centroids")
+    batch_size: int = Field(64, ge=1, le=65536)
+    learning_rate: float = Field(1e-4, gt=0, le=10)
 
 
 def cluster_kmeans(artifact, params: ClusterParams, ctx):

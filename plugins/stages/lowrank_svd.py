@@ -31,13 +31,13 @@ from slimlab.kit.training import compile_and_fit, keras
 
 
 class LowRankParams(StageParams):
-    rank: int | None = Field(None, ge=1, description="K for every chosen layer; instead of energy")
+    rank: int | None = Field(None, ge=1, le=1_000_000, description="K for every chosen layer; instead of energy")
     energy: float | None = Field(0.9, gt=0, le=1, description="smallest K keeping this fraction of Σσ²; unset by rank")
     layers: list[str] | None = Field(None, description="layers to factorise (default: the Dense layers but the logits)")
     conv1x1: bool = Field(False, description="also factorise 1x1 Conv2D layers when layers is not given")
-    epochs: int = Field(1, ge=0, description="fine-tuning epochs after factorising; 0 for none")
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(5e-4, gt=0)
+    epochs: int = Field(1, ge=0, le=10000, description="fine-tuning epochs after factorising; 0 for none")
+    batch_size: int = Field(64, ge=1, le=65536)
+    learning_rate: float = Field(5e-4, gt=0, le=10)
 
     @model_validator(mode="before")
     @classmethod

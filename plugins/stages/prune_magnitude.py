@@ -16,7 +16,7 @@ class MagnitudeParams(PruneParams):
         "polynomial", description="polynomial: ramp from initial_sparsity to sparsity; constant: sparsity from the start"
     )
     initial_sparsity: float = Field(0.0, ge=0, lt=1, description="polynomial schedule only: sparsity at the first step")
-    epochs: int = Field(8, ge=1, description="fine-tuning epochs; the polynomial ramp spans the first half")
+    epochs: int = Field(8, ge=1, le=10000, description="fine-tuning epochs; the polynomial ramp spans the first half")
 
     @field_validator("initial_sparsity")
     @classmethod

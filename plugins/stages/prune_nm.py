@@ -10,7 +10,7 @@ from slimlab.kit.surgery import PruneParams, fine_tune_with_tfmot, kernel_sparsi
 class NMParams(PruneParams):
     n: int = Field(2, ge=1, description="nonzero weights kept in every group of m")
     m: int = Field(4, ge=2, validate_default=True, description="group size: consecutive input channels of one output (and kernel tap)")
-    epochs: int = Field(2, ge=1, description="fine-tuning epochs under the fixed N:M mask")
+    epochs: int = Field(2, ge=1, le=10000, description="fine-tuning epochs under the fixed N:M mask")
 
     @field_validator("m")
     @classmethod

@@ -17,7 +17,7 @@ class StructuredParams(PruneParams):
         default_factory=dict, description="layer name -> fraction, overriding fraction"
     )
     min_channels: int = Field(4, ge=1, description="never keep fewer channels than this in a layer")
-    epochs: int = Field(4, ge=0, description="fine-tuning epochs after the surgery (0: surgery only)")
+    epochs: int = Field(4, ge=0, le=10000, description="fine-tuning epochs after the surgery (0: surgery only)")
 
     @field_validator("per_layer")
     @classmethod

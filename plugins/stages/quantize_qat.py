@@ -16,9 +16,9 @@ from slimlab.kit.training import compile_and_fit
 
 
 class QatParams(StageParams):
-    epochs: int = Field(2, ge=1, description="fine-tuning epochs with fake quantization")
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
+    epochs: int = Field(2, ge=1, le=10000, description="fine-tuning epochs with fake quantization")
+    batch_size: int = Field(64, ge=1, le=65536)
+    learning_rate: float = Field(1e-4, gt=0, le=10)
     io: Literal["int8", "float"] = Field("int8", description="int8: the model's input and output are int8 too")
 
 

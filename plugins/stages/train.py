@@ -10,9 +10,9 @@ from slimlab.stages import Stage, StageParams
 class TrainParams(StageParams):
     model: str = "cnn"
     model_params: dict = Field(default_factory=dict, description="keyword arguments of the model builder")
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    epochs: int = Field(5, ge=1, le=10000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    learning_rate: float = Field(1e-3, gt=0, le=10)
 
     @model_validator(mode="after")
     def _model_exists(self):

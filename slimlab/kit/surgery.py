@@ -30,9 +30,9 @@ class PruneParams(StageParams):
     layer_types: list[Literal["Conv2D", "Dense"]] | None = Field(
         None, min_length=1, description="prune only layers of these types (default: every Conv2D and Dense)"
     )
-    epochs: int = Field(4, ge=1, description="fine-tuning epochs")
-    batch_size: int = Field(64, ge=1, description="fine-tuning batch size")
-    learning_rate: float = Field(5e-4, gt=0, description="fine-tuning learning rate (Adam)")
+    epochs: int = Field(4, ge=1, le=10000, description="fine-tuning epochs")
+    batch_size: int = Field(64, ge=1, le=65536, description="fine-tuning batch size")
+    learning_rate: float = Field(5e-4, gt=0, le=10, description="fine-tuning learning rate (Adam)")
 
     @field_validator("layer_types")
     @classmethod

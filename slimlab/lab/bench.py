@@ -67,18 +67,18 @@ def run(device: Device, artifact_sidecar: Path, threads: int, bench: dict, outpu
     """Measure and write one record; ``bench`` is the config's bench block with one option set's ``options``
     and its name as ``option_set``."""
     settings = measurement_settings(device, bench)
-    sidecar = read_sidecar(artifact_sidecar)
     target = dict(device=device.name, transport=device.transport, runner=device.runner, host=platform.node(),
-                  artifact=str(Path(artifact_sidecar).parent), format=sidecar.format,
+                  artifact=str(Path(artifact_sidecar).parent), format="unknown",
                   option_set=bench["option_set"], threads=threads,
                   settings={key: settings[key] for key in SETTINGS})
-    if sidecar.status == "failed":
-        # Nothing to measure; the report shows the step's own failure for this row.
-        record = BenchRecord(**target, status="skipped", error=f"the artifact failed: {sidecar.error}")
-        record.save(output)
-        return record
-    requested = settings["options"].get(sidecar.format, {})
     try:
+        sidecar = read_sidecar(artifact_sidecar)
+        target["format"] = sidecar.format
+        if sidecar.status == "failed":
+            # Nothing to measure; the report shows the step's own failure for this row.
+            record = BenchRecord(**target, status="skipped", error=f"the artifact failed: {sidecar.error}")
+            record.save(output)
+            return record
         artifact = Artifact.load(artifact_sidecar)
         raw, used, wall_ms = _measure(device, artifact, threads, settings, lock_wait_s, locks or lock_dir())
     except (SlimlabError, OSError) as exc:
@@ -87,6 +87,7 @@ def run(device: Device, artifact_sidecar: Path, threads: int, bench: dict, outpu
         BenchFailure(**target, tag=tag, reason=reason).save(failure_note_path(output))
         raise BenchFailed(f"bench of {artifact_sidecar} on device {device.name!r} failed ({tag}): {reason}",
                           tag) from None
+    requested = settings["options"].get(sidecar.format, {})
     latencies = raw.pop("latencies_ms", None)
     latency = Latency(**(summarize(latencies) if latencies else raw.pop("summary")))
     run_context = raw.pop("context", None)

@@ -2,9 +2,8 @@
 
 The python runner's payload reads the context on the device itself (thermal
 zones, battery, CPU frequencies and governors, before and after the timed runs;
-the affinity mask; the cooldown wait): see ``devices/payload/bench.py``. This
-module holds what the host decides: the inventory's cooldown settings, and the
-record's ``flags``:
+the affinity mask; the cooldown wait): see ``slimlab_payload.context``. This
+module holds what the host decides from it, the record's ``flags``:
 
 * ``noisy``: the latency CV exceeds ``noisy_cv``, or the CPUs were throttled;
 * ``throttled``: the fastest CPU the payload could run on slowed down by more
@@ -12,17 +11,7 @@ record's ``flags``:
 * ``cooldown_timed_out``: the device was still hot when the cooldown gave up.
 """
 
-# A CV of 0.1 leaves room for the usual jitter of a phone or a shared host, while
-# a run disturbed by another process or a frequency change exceeds it.
-NOISY_CV = 0.1
 THROTTLE_DROP = 0.10
-COOLDOWN_DEFAULTS = {"timeout_s": 120.0, "poll_s": 2.0}
-
-
-def cooldown_settings(device: dict) -> dict | None:
-    """The inventory's ``cooldown`` block with its defaults; None if the device has none."""
-    cooldown = device.get("cooldown")
-    return {**COOLDOWN_DEFAULTS, **cooldown} if cooldown else None
 
 
 def fastest_cpu_khz(snapshot: dict, affinity: list[int] | None) -> float | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pydantic
 
 from slimlab import config, registry
-from slimlab.errors import ConfigError, PluginError
+from slimlab.errors import ConfigError, PluginError, validated
 
 MEASUREMENT_KEYS = ("threads", "warmup", "runs", "min_seconds", "max_samples", "timeout_s", "noisy_cv")
 COMMON_KEYS = {"transport", "runner", "runtimes", "workdir", "energy", *MEASUREMENT_KEYS}
@@ -52,15 +52,6 @@ def resource_name(device: str) -> str:
     return "device_" + re.sub(r"\W", "_", device)
 
 
-def _settings(model: type[Settings], block, where: str) -> Settings:
-    try:
-        return model.model_validate(block or {})
-    except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(part) for part in err["loc"])
-        raise ConfigError(f"{where}{'.' + key if key else ''}: {err['msg'].removeprefix('Value error, ')}") from None
-
-
 def _plugin(table: dict, name: str, what: str, where: str):
     try:
         return registry.lookup(table, name, what)
@@ -87,10 +78,10 @@ def device(name: str, entry: dict, source: str = "inventory") -> Device:
         runner=runner.name,
         runtimes=tuple(entry.get("runtimes", ["tflite"])),
         workdir=entry.get("workdir"),
-        transport_settings=_settings(transport.Settings, entry.get(transport.name), f"{where}.{transport.name}"),
-        runner_settings=_settings(runner.Settings, entry.get(runner.name), f"{where}.{runner.name}"),
+        transport_settings=validated(transport.Settings, entry.get(transport.name), f"{where}.{transport.name}"),
+        runner_settings=validated(runner.Settings, entry.get(runner.name), f"{where}.{runner.name}"),
         probe=probe.name,
-        energy=_settings(probe.Settings, energy, f"{where}.energy"),
+        energy=validated(probe.Settings, energy, f"{where}.energy"),
         measurement={key: entry[key] for key in MEASUREMENT_KEYS if key in entry},
     )
 

@@ -37,5 +37,22 @@ class Runner(ABC):
         ``settings``: warmup, runs, min_seconds, max_samples, timeout_s and ``options``.
         """
 
+    def compare(self, candidate, baseline, threads: int, settings: dict, rounds: int) -> dict:
+        """Time ``baseline`` and ``candidate`` in alternating rounds; ``{"rounds": [{"baseline": [ms...],
+        "candidate": [ms...]}, ...]}``. This default runs one measurement per side and round, each an equal
+        share of ``settings``; a runner that can hold both models at once does better (python)."""
+        share = {**settings, "runs": max(1, -(-settings["runs"] // rounds)),
+                 "min_seconds": settings["min_seconds"] / rounds}
+        result = {"rounds": []}
+        for index in range(rounds):
+            order = (("baseline", baseline), ("candidate", candidate))
+            timed = {}
+            for side, artifact in order if index % 2 == 0 else order[::-1]:
+                raw = self.measure(artifact, threads, share)
+                timed[side] = raw.get("latencies_ms") or [raw["summary"]["median_ms"]]
+                result.update({key: raw[key] for key in ("runtime", "options", "context") if key in raw})
+            result["rounds"].append(timed)
+        return result
+
     def fail(self, message: str) -> DeviceError:
         return DeviceError(f"device {self.device.name!r}: {message}")

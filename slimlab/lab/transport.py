@@ -123,6 +123,7 @@ class ShellTransport(Transport):
     """
 
     attempts: int
+    _workdir_checked = False
 
     @abstractmethod
     def sh(self, command: str, timeout: float) -> CommandResult:
@@ -130,7 +131,19 @@ class ShellTransport(Transport):
 
     def run(self, argv: list[str], timeout: float) -> CommandResult:
         workdir = shlex.quote(str(self.workdir))
+        if not self._workdir_checked:
+            self.check_workdir()
         return self.sh(f"mkdir -p -- {workdir} && cd -- {workdir} && {shlex.join(argv)}", timeout)
+
+    def check_workdir(self) -> None:
+        """The work dir must belong to the login user and be closed to others: pushed files are run there."""
+        workdir = shlex.quote(str(self.workdir))
+        found = self.sh(f"mkdir -p -m 700 -- {workdir} && test -O {workdir} && find {workdir} -maxdepth 0 -perm -0002",
+                        timeout=30)
+        if found.returncode != 0 or found.stdout.strip():
+            raise DeviceToolError(f"device {self.device_name!r}: workdir {self.workdir} is not owned by the login user, "
+                                  "or others may write to it; set `workdir` to a folder of your own")
+        self._workdir_checked = True
 
     def remote_sha256(self, remote: str, timeout: float = 120) -> str | None:
         """The sha256 of a device file, or None if it cannot be read there."""
@@ -178,6 +191,8 @@ class ShellTransport(Transport):
         partial.replace(local)
 
     def mkdir_for(self, remote: str) -> None:
+        if not self._workdir_checked:
+            self.check_workdir()
         parent = shlex.quote(str(PurePosixPath(remote).parent))
         made = self.sh(f"mkdir -p -- {parent}", timeout=30)
         if made.returncode != 0:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.adb_peer import AdbPeer
-from tests.lab.boards import Board, boards, detect_mode
+from slimlab.lab.virtual.adb_device import AdbPeer
+from slimlab.lab.virtual.boards import Board, boards, detect_mode
 from tests.support import lab_unavailable
 
 

@@ -4,27 +4,33 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from slimlab.lab import bench
 from slimlab.lab.transport import DeviceOffline, DeviceTimeout
+from slimlab.records import BenchRecord, load
 from slimlab.registry import transports
+from tests.lab.entries import bench_block, lab_device
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(60)]
 
 HOSTILE = "it's a \"dir\"; touch PWNED; $(touch PWNED2)"
-SETTINGS = {"threads": [1], "warmup": 2, "runs": 20, "min_seconds": 0.0, "timeout_s": 60}
+BENCH = bench_block(warmup=2, runs=20, min_seconds=0.0, timeout_s=60)
 
 
 @pytest.fixture
 def phone(adb_server, adb_peer, monkeypatch):
-    """An adb device entry for the peer; the transport finds the private adb server through the environment."""
+    """An adb device for the peer; the transport finds the private adb server through the environment."""
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", adb_server.env["ANDROID_ADB_SERVER_PORT"])
-    # The peer runs shell commands on this host in its sandbox, so the device path is the sandbox's own.
-    return {"name": "phone", "transport": "adb", "runner": "python", "runtimes": ["tflite"],
-            "workdir": str(adb_peer.sandbox / "data/local/tmp" / HOSTILE), "python": sys.executable,
-            "adb": {"serial": adb_peer.serial, "connect_timeout_s": 5}}
+    # The peer runs shell commands on this host in its sandbox, so device paths (the work dir, the payload's
+    # device lock) are the sandbox's own: the host has no /data/local/tmp.
+    tmp = adb_peer.sandbox / "data/local/tmp"
+    return lab_device("phone", {"transport": "adb", "runner": "python", "runtimes": ["tflite"],
+                                "workdir": str(tmp / HOSTILE),
+                                "python": {"interpreter": sys.executable, "lock": str(tmp / "slimlab-device.lock")},
+                                "adb": {"serial": adb_peer.serial, "connect_timeout_s": 5}})
 
 
 def no_injection(root):
@@ -36,7 +42,7 @@ def test_push_run_pull_round_trip(phone, adb_peer, tmp_path):
     local = tmp_path / "model.tflite"
     local.write_bytes(os.urandom(300_000))
     remote = transport.push(local)
-    assert remote.startswith(phone["workdir"] + "/blobs/")
+    assert remote.startswith(phone.workdir + "/blobs/")
     first = os.stat(remote).st_mtime_ns
     assert transport.push(local) == remote and os.stat(remote).st_mtime_ns == first  # pushed once
     back = tmp_path / "back.bin"
@@ -44,7 +50,7 @@ def test_push_run_pull_round_trip(phone, adb_peer, tmp_path):
     assert back.read_bytes() == local.read_bytes()
     echoed = transport.run([sys.executable, "-c", "import os, sys; print(sys.argv[1]); print(os.getcwd())", HOSTILE],
                            timeout=20)
-    assert (echoed.returncode, echoed.stdout.splitlines()) == (0, [HOSTILE, phone["workdir"]])
+    assert (echoed.returncode, echoed.stdout.splitlines()) == (0, [HOSTILE, phone.workdir])
     failed = transport.run(["sh", "-c", "echo oops >&2; exit 5"], timeout=20)
     assert (failed.returncode, failed.stdout, failed.stderr) == (5, "", "oops\n")
     assert no_injection(adb_peer.sandbox) and no_injection(tmp_path)
@@ -81,7 +87,10 @@ def test_device_dropping_mid_command_is_offline_then_recovers(phone, adb_peer):
 
 def test_bench_record_on_the_adb_device(phone, tiny_artifacts, tmp_path):
     out = tmp_path / "rec" / "threads-1.json"
-    record = bench.run(phone, tiny_artifacts["fp32"].sidecar, 1, SETTINGS, out, locks=tmp_path / "locks")
-    assert out.is_file() and record["status"] == "ok" and record["transport"] == "adb"
-    assert record["latency"]["n"] >= 20 and record["latency"]["median_ms"] > 0
-    assert record["artifact_sha256"] == tiny_artifacts["fp32"].sha256
+    record = bench.run(phone, tiny_artifacts["fp32"].sidecar, 1, BENCH, out, locks=tmp_path / "locks")
+    assert out.is_file() and record.status == "ok" and record.transport == "adb"
+    assert record.device == "phone" and record.option_set == "default"
+    assert record.latency.n >= 20 and record.latency.median_ms > 0
+    assert record.artifact_sha256 == tiny_artifacts["fp32"].sha256
+    assert load(BenchRecord, out, "bench record") == record  # what was written is what was returned
+    assert Path(phone.runner_settings.lock).is_file()  # the payload flocked the device lock the inventory names

@@ -14,22 +14,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slimlab.config import load_inventory
 from slimlab.errors import ConfigError
 from slimlab.lab import bench
-from slimlab.lab.bench import BenchFailed, failure_path
+from slimlab.lab.bench import BenchFailed
+from slimlab.lab.devices import load_inventory
+from slimlab.records import BenchFailure, BenchRecord, failure_note_path, load
+from tests.lab.entries import bench_block, lab_device
 from tests.support import REPO
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(90)]
 
 # Long enough (3 s of timed runs) to cut a board mid-measurement; a short command deadline so the cut shows fast.
-SETTINGS = {"threads": [1], "warmup": 2, "runs": 20, "min_seconds": 3.0, "timeout_s": 8}
+BENCH = bench_block(warmup=2, runs=20, min_seconds=3.0, timeout_s=8)
 
 
 def inventory(tmp_path, boards) -> Path:
     devices = {
         board.name: {"transport": "ssh", "runner": "python", "workdir": str(tmp_path / f"{board.name} work"),
-                     "python": sys.executable,
+                     "python": {"interpreter": sys.executable},
                      "ssh": {**board.ssh_config_entry(), "connect_timeout_s": 2, "attempts": 2}}
         for board in boards
     }
@@ -41,7 +43,7 @@ def inventory(tmp_path, boards) -> Path:
 def start_bench(lab: Path, device: str, artifact, out: Path, locks: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "slimlab.cli", "bench", "--inventory", str(lab), "--device", device,
-         "--artifact", str(artifact.sidecar), "--threads", "1", "--settings", json.dumps(SETTINGS),
+         "--artifact", str(artifact.sidecar), "--threads", "1", "--settings", json.dumps(BENCH),
          "--output", str(out)],
         cwd=REPO, env={**os.environ, "SLIMLAB_LOCK_DIR": str(locks)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -74,22 +76,22 @@ def test_cut_board_fails_its_job_the_other_finishes_and_a_rerun_fills_the_gap(ss
 
     code, _, err = results[healthy.name]
     assert code == 0, err
-    assert json.loads(outs[healthy.name].read_text())["status"] == "ok"
+    assert load(BenchRecord, outs[healthy.name], "bench record").status == "ok"
 
     code, _, err = results[cut.name]
     assert code != 0 and not outs[cut.name].exists()
     error_line = err.strip().splitlines()[-1]
-    expected = f"slimlab: error: bench of {tiny_artifacts['int8'].dir} on device '{cut.name}' failed ("
+    expected = f"slimlab: error: bench of {tiny_artifacts['int8'].sidecar} on device '{cut.name}' failed ("
     assert error_line.startswith(expected), error_line
-    note = json.loads(failure_path(outs[cut.name]).read_text())
-    assert note["status"] == "failed" and note["device"] == cut.name
-    assert note["tag"] in ("offline", "timeout") and f"({note['tag']})" in error_line
+    note = load(BenchFailure, failure_note_path(outs[cut.name]), "bench failure note")
+    assert note.status == "failed" and note.device == cut.name and note.option_set == "default"
+    assert note.tag in ("offline", "timeout") and f"({note.tag})" in error_line
 
     cut.restore()
     rerun = start_bench(lab, cut.name, tiny_artifacts["int8"], outs[cut.name], locks)
     assert rerun.wait(timeout=60) == 0, rerun.communicate()[1]
-    assert json.loads(outs[cut.name].read_text())["status"] == "ok"
-    assert not failure_path(outs[cut.name]).exists()  # the gap is filled, the note gone
+    assert load(BenchRecord, outs[cut.name], "bench record").status == "ok"
+    assert not failure_note_path(outs[cut.name]).exists()  # the gap is filled, the note gone
 
 
 def test_same_board_jobs_from_two_runs_take_turns(ssh_board, tiny_artifacts, tmp_path):
@@ -100,7 +102,7 @@ def test_same_board_jobs_from_two_runs_take_turns(ssh_board, tiny_artifacts, tmp
     for job in jobs:
         assert job.wait(timeout=60) == 0, job.communicate()[1]
     elapsed = time.monotonic() - began
-    walls = [json.loads(out.read_text())["wall_ms"] / 1e3 for out in outs]
+    walls = [load(BenchRecord, out, "bench record").wall_ms / 1e3 for out in outs]
     # Serialised by the device lock: the two measurements cannot have overlapped.
     assert elapsed >= sum(walls), (elapsed, walls)
 
@@ -108,22 +110,25 @@ def test_same_board_jobs_from_two_runs_take_turns(ssh_board, tiny_artifacts, tmp
 def test_adb_device_dropping_mid_bench_fails_cleanly_then_recovers(adb_server, adb_peer, tiny_artifacts, tmp_path,
                                                                    monkeypatch):
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", adb_server.env["ANDROID_ADB_SERVER_PORT"])
-    phone = {"name": "phone", "transport": "adb", "runner": "python", "runtimes": ["tflite"],
-             "workdir": str(adb_peer.sandbox / "data/local/tmp/slimlab"), "python": sys.executable,
-             "adb": {"serial": adb_peer.serial, "connect_timeout_s": 3}}
+    # Device paths are the sandbox's own: the peer runs shell commands on this host, which has no /data/local/tmp.
+    tmp = adb_peer.sandbox / "data/local/tmp"
+    phone = lab_device("phone", {"transport": "adb", "runner": "python", "runtimes": ["tflite"],
+                                 "workdir": str(tmp / "slimlab"),
+                                 "python": {"interpreter": sys.executable, "lock": str(tmp / "slimlab-device.lock")},
+                                 "adb": {"serial": adb_peer.serial, "connect_timeout_s": 3}})
     out = tmp_path / "rec" / "threads-1.json"
-    dropper = threading.Thread(target=lambda: (wait_for_payload(Path(phone["workdir"])), adb_peer.stop()))
+    dropper = threading.Thread(target=lambda: (wait_for_payload(Path(phone.workdir)), adb_peer.stop()))
     dropper.start()
     with pytest.raises(BenchFailed, match=r"on device 'phone' failed \(offline\): .*broke off") as failed:
-        bench.run(phone, tiny_artifacts["fp32"].sidecar, 1, SETTINGS, out, locks=tmp_path / "locks")
+        bench.run(phone, tiny_artifacts["fp32"].sidecar, 1, BENCH, out, locks=tmp_path / "locks")
     dropper.join(timeout=30)
     assert failed.value.tag == "offline" and not out.exists()
-    assert json.loads(failure_path(out).read_text())["tag"] == "offline"
+    assert load(BenchFailure, failure_note_path(out), "bench failure note").tag == "offline"
 
     adb_peer.start()
-    record = bench.run(phone, tiny_artifacts["fp32"].sidecar, 1, {**SETTINGS, "min_seconds": 0.0}, out,
+    record = bench.run(phone, tiny_artifacts["fp32"].sidecar, 1, {**BENCH, "min_seconds": 0.0}, out,
                        locks=tmp_path / "locks")
-    assert record["status"] == "ok" and out.is_file() and not failure_path(out).exists()
+    assert record.status == "ok" and out.is_file() and not failure_note_path(out).exists()
 
 
 @pytest.mark.parametrize("name", ["a b", "x;touch PWNED", "$(touch PWNED)", "it's", "../up"])

@@ -13,19 +13,25 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from slimlab.errors import DeviceError
 from slimlab.lab import bench
 from slimlab.lab.transport import DeviceTimeout, DeviceToolError
+from slimlab.records import BenchRecord, load
 from slimlab.registry import runners, transports
+from tests.lab.entries import bench_block, lab_device
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(60)]
 
 HOSTILE = "it's a \"dir\"; touch PWNED; $(touch PWNED2) `touch PWNED3`"
-SETTINGS = {"threads": [1], "warmup": 2, "runs": 20, "min_seconds": 0.0, "timeout_s": 60}
+BENCH = bench_block(warmup=2, runs=20, min_seconds=0.0, timeout_s=60)
+
+
+def ssh_entry(board, workdir, **ssh):
+    # The board runs commands on this host (netns shares the file system), so the venv's Python works there.
+    return {"transport": "ssh", "runner": "python", "runtimes": ["tflite"],
+            "workdir": str(workdir), "python": {"interpreter": sys.executable},
+            "ssh": {**board.ssh_config_entry(), "connect_timeout_s": 3, "attempts": 2, **ssh}}
 
 
 def ssh_device(board, workdir, **ssh):
-    # The board runs commands on this host (netns shares the file system), so the venv's Python works there.
-    return {"name": "board", "transport": "ssh", "runner": "python", "runtimes": ["tflite"],
-            "workdir": str(workdir), "python": sys.executable,
-            "ssh": {**board.ssh_config_entry(), "connect_timeout_s": 3, "attempts": 2, **ssh}}
+    return lab_device("board", ssh_entry(board, workdir, **ssh))
 
 
 def no_injection(root):
@@ -127,22 +133,26 @@ def test_missing_passphrase_variable_is_named_not_guessed(ssh_board, tmp_path, m
 def test_bench_record_on_an_ssh_board(ssh_board, tiny_artifacts, tmp_path):
     device = ssh_device(ssh_board, tmp_path / "board work")
     out = tmp_path / "rec" / "threads-1.json"
-    record = bench.run(device, tiny_artifacts["int8"].sidecar, 1, SETTINGS, out, locks=tmp_path / "locks")
-    assert out.is_file() and record["status"] == "ok" and record["transport"] == "ssh"
-    assert record["latency"]["n"] >= 20 and record["latency"]["median_ms"] > 0
-    assert record["raw"]["runtime"].startswith("ai_edge_litert")
-    assert record["wall_ms"] > sum(record["raw"]["latencies_ms"])
+    record = bench.run(device, tiny_artifacts["int8"].sidecar, 1, BENCH, out, locks=tmp_path / "locks")
+    assert out.is_file() and record.status == "ok" and record.transport == "ssh"
+    assert load(BenchRecord, out, "bench record") == record  # what was written is what was returned
+    assert record.latency.n >= 20 and record.latency.median_ms > 0
+    assert record.runtime.startswith("ai_edge_litert")
+    assert record.wall_ms > sum(record.latencies_ms)
     # The model landed on the board under its sha256.
     assert (tmp_path / "board work" / "blobs" / f"{tiny_artifacts['int8'].sha256}.tflite").is_file()
 
 
 def test_remote_device_defaults_to_python3(ssh_board, tiny_artifacts, tmp_path, monkeypatch):
-    device = {**ssh_device(ssh_board, tmp_path / "w"), "python": None}
+    entry = ssh_entry(ssh_board, tmp_path / "w")
+    del entry["python"]  # no interpreter named
+    device = lab_device("board", entry)
     transport = transports()["ssh"](device)
     ran = []
     real_run = transport.run
     monkeypatch.setattr(transport, "run", lambda argv, timeout: ran.append(argv[0]) or real_run(argv, timeout))
     with contextlib.suppress(DeviceError):  # the board's python3 may lack LiteRT; only which Python ran matters
-        runners()["python"](device, transport).measure(tiny_artifacts["fp32"], 1, SETTINGS)
+        runners()["python"](device, transport).measure(tiny_artifacts["fp32"], 1,
+                                                        bench.measurement_settings(device, BENCH))
     transport.close()
     assert ran == ["python3"]

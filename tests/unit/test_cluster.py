@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from slimlab.artifacts import write
-from slimlab.coding import codebook_storage, huffman_code_lengths
+from slimlab import formats
+from slimlab.kit.coding import codebook_storage, huffman_code_lengths
 from slimlab.data import load_spec
 from slimlab.errors import ConfigError
-from slimlab.formats import FORMATS
 from slimlab.registry import stages
 from slimlab.stages import run_step
 from tests.support import DIGITS
@@ -42,7 +42,7 @@ def clustered(tiny_artifacts, tmp_path_factory):
 def test_every_kernel_has_at_most_n_distinct_values(clustered):
     kernels = [layer.kernel.numpy() for layer in clustered.model.layers if hasattr(layer, "kernel")]
     assert kernels and all(len(np.unique(k)) <= 4 for k in kernels)
-    recorded = clustered.meta["metrics"]["clustering"]
+    recorded = clustered.info.metrics["clustering"]
     assert {name: s["unique"] for name, s in recorded["layers"].items()} == {
         layer.name: len(np.unique(layer.kernel.numpy())) for layer in clustered.model.layers if hasattr(layer, "kernel")
     }
@@ -51,25 +51,25 @@ def test_every_kernel_has_at_most_n_distinct_values(clustered):
 
 
 def test_preserve_sparsity_keeps_zeros(tiny_artifacts, tmp_path):
-    source = FORMATS["keras"].load(tiny_artifacts["keras"].path)  # a copy: the shared fixture stays intact
+    source = formats.get("keras").load(tiny_artifacts["keras"].dir)  # a copy: the shared fixture stays intact
     weights = source.get_weights()
     kernel = weights[-4].copy()  # the hidden dense layer's kernel
     kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.6)] = 0
     source.set_weights([*weights[:-4], kernel, *weights[-3:]])
-    pruned = write(tmp_path / "pruned", "keras", source, lineage=[], dataset=DIGITS, splits=load_spec(DIGITS), extra={})
+    pruned = write(tmp_path / "pruned", "keras", source, lineage=[], dataset=DIGITS, splits=load_spec(DIGITS), metrics={})
     out = run_step({"stage": "cluster.kmeans", "params": {"clusters": 8, "epochs": 1}, "dataset": DIGITS},
                    pruned.sidecar, tmp_path / "clustered" / "artifact.json")
     clustered_kernel = out.model.get_weights()[-4]
     assert np.all(clustered_kernel[kernel == 0] == 0)
-    assert out.meta["sparsity"] >= pruned.meta["sparsity"] - 1e-6
+    assert out.info.zero_fraction >= pruned.info.zero_fraction - 1e-6
 
 
 def test_chain_into_int8(clustered, tmp_path):
     int8 = run_step({"stage": "quantize.int8", "params": {"representative_samples": 50}, "dataset": DIGITS},
                     clustered.sidecar, tmp_path / "artifact.json")
-    assert [s["stage"] for s in int8.meta["lineage"]] == ["train", "cluster.kmeans", "quantize.int8"]
+    assert [s.stage for s in int8.info.lineage] == ["train", "cluster.kmeans", "quantize.int8"]
     # int8 keeps what clustering left: 4 shared values per kernel quantise without loss.
-    assert int8.meta["accuracy"]["test"] == pytest.approx(clustered.meta["accuracy"]["test"], abs=0.05)
+    assert int8.info.accuracy["test"] == pytest.approx(clustered.info.accuracy["test"], abs=0.05)
 
 
 @pytest.mark.parametrize("params, message", [

@@ -5,8 +5,10 @@ import copy
 import pytest
 import yaml
 
-from slimlab import config, recipes
+from slimlab import config, recipes, registry
 from slimlab.errors import ConfigError
+from slimlab.formats import Format
+from slimlab.lab.devices import load_inventory
 from tests.support import REPO, slimlab
 
 DEFAULT = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -69,7 +71,7 @@ def test_schema_fills_defaults():
         ([{"train": {"model": "resnet"}}], "unknown model 'resnet'; registered: cnn"),
         ([{"train": {"model_params": {"depth": 3}}}], "model_params do not fit model 'cnn'"),
         ([{"train": {"epochs": "many"}}], "epochs: Input should be a valid integer"),
-        ([{"train": {}, "extra": {}}], "recipes.r[0]: {'train': {}, 'extra': {}} is not valid"),
+        ([{"train": {}, "extra": {}}], "recipes.r[0]: {'train': {}, 'extra': {}} has too many properties"),
     ],
 )
 def test_recipe_errors_name_the_step(steps, expected):
@@ -79,11 +81,27 @@ def test_recipe_errors_name_the_step(steps, expected):
     assert "\n" not in str(err.value)
 
 
-def test_format_without_a_converter_is_rejected():
+class CoremlFormat(Format):
+    """A format some plugin could register without a ``convert.coreml`` stage."""
+
+    name, files = "coreml", ("model.mlmodel",)
+
+
+def test_unknown_format_is_rejected():
     cfg = copy.deepcopy(DEFAULT)
     cfg["formats"] = ["tflite", "coreml"]
-    with pytest.raises(ConfigError, match="formats: no stage converts to 'coreml' \\(there is no 'convert.coreml' stage\\)"):
+    with pytest.raises(ConfigError, match="formats: 'coreml' is not a registered format; registered: keras, mnn"):
         check(cfg)
+
+
+def test_format_without_a_converter_is_rejected(monkeypatch):
+    cfg = copy.deepcopy(DEFAULT)
+    config.validate(cfg, "config.schema.yaml", "config")
+    cfg["formats"] = ["tflite", "coreml"]
+    registered = registry.formats()
+    monkeypatch.setattr(registry, "formats", lambda: {**registered, "coreml": CoremlFormat()})
+    with pytest.raises(ConfigError, match="formats: no stage converts to 'coreml' \\(there is no 'convert.coreml' stage\\)"):
+        recipes.build_plan(cfg)
 
 
 def test_format_whose_converter_does_not_take_the_model_is_reported_not_fatal():
@@ -100,15 +118,15 @@ def test_inventory_errors_name_device_and_key(tmp_path):
     bad = tmp_path / "lab.yaml"
     bad.write_text("devices:\n  board 1:\n    transport: local\n")
     with pytest.raises(ConfigError, match=r"lab.yaml: devices: 'board 1' does not match"):
-        config.load_inventory(bad)
-    bad.write_text("devices:\n  board1:\n    transport: local\n    runner: python\n")
-    with pytest.raises(ConfigError, match=r"lab.yaml: devices.board1: 'workdir' is a required property"):
-        config.load_inventory(bad)
+        load_inventory(bad)
+    bad.write_text("devices:\n  board1:\n    transport: local\n")
+    with pytest.raises(ConfigError, match=r"lab.yaml: devices.board1: 'runner' is a required property"):
+        load_inventory(bad)
     bad.write_text("devices: [unclosed\n")
     with pytest.raises(ConfigError, match=r"lab.yaml: line 2: not valid YAML"):
-        config.load_inventory(bad)
+        load_inventory(bad)
     with pytest.raises(ConfigError, match=r"missing.yaml: device inventory not found"):
-        config.load_inventory(tmp_path / "missing.yaml")
+        load_inventory(tmp_path / "missing.yaml")
 
 
 def test_cli_validate_prints_one_line(tmp_path):

@@ -7,11 +7,12 @@ import time
 import pytest
 
 from slimlab.lab import bench, context
-from slimlab.payload import bench as payload
+from slimlab_payload import context as payload
+from tests.support import bench_block, local_device, validated_bench
 from tests.sysfs import write
 
 # A huge noisy_cv: these tests check the context, and a busy host's latency CV must not flag them.
-SETTINGS = {"threads": [1], "warmup": 1, "runs": 5, "min_seconds": 0.0, "timeout_s": 120, "noisy_cv": 100.0}
+SETTINGS = bench_block(warmup=1, runs=5, noisy_cv=100.0)
 
 
 def thermal_zone(root, n, kind, temp_c):
@@ -43,23 +44,24 @@ def sysfs(tmp_path):
 
 
 @pytest.fixture
-def device(tmp_path, sysfs):
-    return {"name": "here", "transport": "local", "runner": "python", "runtimes": ["tflite"],
-            "workdir": str(tmp_path / "device"), "python": None, "context_root": str(sysfs)}
+def bench_run(tmp_path, sysfs, tiny_artifacts):
+    """Bench the tiny fp32 model here, with the python runner's settings (``python:`` block) given."""
+
+    def run(**python):
+        device = local_device(tmp_path / "device", python={"context_root": str(sysfs), **python})
+        return bench.run(device, tiny_artifacts["fp32"].sidecar, 1, SETTINGS, tmp_path / "record.json",
+                         locks=tmp_path / "locks")
+
+    return run
 
 
-def bench_run(device, tiny_artifacts, tmp_path):
-    return bench.run(device, tiny_artifacts["fp32"].sidecar, 1, SETTINGS, tmp_path / "record.json",
-                     locks=tmp_path / "locks")
-
-
-def test_record_carries_thermal_battery_and_cpus_before_and_after(device, sysfs, tiny_artifacts, tmp_path):
+def test_record_carries_thermal_battery_and_cpus_before_and_after(bench_run, sysfs):
     thermal_zone(sysfs, 0, "x86_pkg_temp", 41.5)
     thermal_zone(sysfs, 10, "acpitz", 27.8)
     battery(sysfs, 31.2, "Charging")
     cpufreq(sysfs, 0, 1_800_000, "schedutil")
     cpufreq(sysfs, 1, 2_400_000, "performance")
-    record = bench_run(device, tiny_artifacts, tmp_path)
+    record = bench_run()
     expected = {
         "thermal": {"thermal_zone0": {"type": "x86_pkg_temp", "temp_c": 41.5},
                     "thermal_zone10": {"type": "acpitz", "temp_c": 27.8}},
@@ -68,23 +70,23 @@ def test_record_carries_thermal_battery_and_cpus_before_and_after(device, sysfs,
                  "cpu1": {"freq_khz": 2_400_000, "governor": "performance"}},
         "unavailable": {},
     }
-    assert record["context"]["before"] == expected and record["context"]["after"] == expected
-    assert record["context"]["cooldown"] is None and record["flags"] == []
-    assert record["context"]["process_threads"] >= 1 and "context" not in record["raw"]
+    assert record.context["before"] == expected and record.context["after"] == expected
+    assert record.context["cooldown"] is None and record.flags == []
+    assert record.context["process_threads"] >= 1 and "context" not in record.raw
 
 
-def test_affinity_pins_the_payload_and_is_recorded(device, tiny_artifacts, tmp_path):
+def test_affinity_pins_the_payload_and_is_recorded(bench_run):
     if sorted(os.sched_getaffinity(0)) == [0]:
         pytest.skip("this process runs on CPU 0 only: pinning to it would change nothing")
-    record = bench_run({**device, "affinity": [0]}, tiny_artifacts, tmp_path)
-    assert record["context"]["affinity"] == [0]  # read back from the kernel by the payload, not echoed
+    record = bench_run(affinity=[0])
+    assert record.context["affinity"] == [0]  # read back from the kernel by the payload, not echoed
 
 
-def test_missing_files_are_recorded_as_unavailable_not_zero(device, sysfs, tiny_artifacts, tmp_path):
+def test_missing_files_are_recorded_as_unavailable_not_zero(bench_run, sysfs):
     write(sysfs / "sys/class/thermal/thermal_zone0/type", "cpu-thermal\n")  # a zone without its temp
     (sysfs / "sys/devices/system/cpu/cpu0").mkdir(parents=True)  # a CPU without cpufreq, as in a container
-    record = bench_run({**device, "cooldown": {"max_temp_c": 45}}, tiny_artifacts, tmp_path)
-    before = record["context"]["before"]
+    record = bench_run(cooldown={"max_temp_c": 45})
+    before = record.context["before"]
     assert before["thermal"] == {"thermal_zone0": {"type": "cpu-thermal", "temp_c": None}}
     assert before["battery"] == {"temp_c": None, "status": None}
     assert before["cpus"] == {"cpu0": {"freq_khz": None, "governor": None}}
@@ -94,9 +96,9 @@ def test_missing_files_are_recorded_as_unavailable_not_zero(device, sysfs, tiny_
         "sys/class/power_supply/battery/temp", "sys/class/power_supply/battery/status",
     ], "No such file or directory")
     # No readable zone: no wait, and no flag.
-    cooldown = record["context"]["cooldown"]
+    cooldown = record.context["cooldown"]
     assert cooldown["skipped"] == "no readable thermal zone" and cooldown["waited_s"] < 1
-    assert record["flags"] == []
+    assert record.flags == []
 
 
 def test_a_device_without_sysfs_records_absence_and_is_not_waited_for(tmp_path):
@@ -137,14 +139,13 @@ def test_cooldown_waits_until_the_hottest_zone_is_below_the_threshold(sysfs, mon
     assert (result["hottest_c"], result["timed_out"]) == (40.0, False)
 
 
-def test_cooldown_that_never_cools_times_out_measures_anyway_and_flags(device, sysfs, tiny_artifacts, tmp_path):
+def test_cooldown_that_never_cools_times_out_measures_anyway_and_flags(bench_run, sysfs):
     thermal_zone(sysfs, 0, "cpu-thermal", 60.0)
-    record = bench_run({**device, "cooldown": {"max_temp_c": 45, "timeout_s": 0.5, "poll_s": 0.1}},
-                       tiny_artifacts, tmp_path)
-    assert record["status"] == "ok" and record["latency"]["n"] >= SETTINGS["runs"]
-    cooldown = record["context"]["cooldown"]
+    record = bench_run(cooldown={"max_temp_c": 45, "timeout_s": 0.5, "poll_s": 0.1})
+    assert record.status == "ok" and record.latency.n >= SETTINGS["runs"]
+    cooldown = record.context["cooldown"]
     assert (cooldown["timed_out"], cooldown["hottest_c"]) == (True, 60.0) and cooldown["waited_s"] >= 0.5
-    assert record["flags"] == ["cooldown_timed_out"]
+    assert record.flags == ["cooldown_timed_out"]
 
 
 def run_context(before_khz, after_khz, affinity=None):
@@ -166,9 +167,9 @@ def test_flags_noisy_for_a_high_cv_or_a_frequency_drop(cv, before_khz, after_khz
     assert context.flags({"cv": cv}, run_context(before_khz, after_khz, affinity), noisy_cv=0.1) == expected
 
 
-def test_noisy_cv_comes_from_the_device_then_the_config_then_the_default():
-    defaults = {key: SETTINGS[key] for key in ("threads", *bench.SETTINGS)}
-    assert bench.measurement_settings({"noisy_cv": 0.05}, {**defaults, "noisy_cv": 0.2})["noisy_cv"] == 0.05
-    assert bench.measurement_settings({}, {**defaults, "noisy_cv": 0.2})["noisy_cv"] == 0.2
-    assert bench.measurement_settings({}, defaults)["noisy_cv"] == context.NOISY_CV == 0.1
+def test_noisy_cv_comes_from_the_device_then_the_config_then_the_default(tmp_path):
+    strict, plain = local_device(tmp_path, noisy_cv=0.05), local_device(tmp_path)
+    assert bench.measurement_settings(strict, bench_block(noisy_cv=0.2))["noisy_cv"] == 0.05
+    assert bench.measurement_settings(plain, bench_block(noisy_cv=0.2))["noisy_cv"] == 0.2
+    assert bench.measurement_settings(plain, validated_bench())["noisy_cv"] == 0.1  # the config schema's default
     assert context.flags({"cv": 0.3}, None, noisy_cv=0.1) == ["noisy"]  # a native tool's record: CV only

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from slimlab import registry
-from slimlab.artifacts import Artifact, failure, write_failed
+from slimlab import formats, registry
+from slimlab.artifacts import Artifact, read_sidecar
 from slimlab.errors import ArtifactError
-from slimlab.formats import FORMATS
+from slimlab.stages import mark_failed
 from tests.support import DIGITS
 
 FAITHFUL = [("convert.onnx", "keras"), ("convert.ncnn", "keras"), ("convert.mnn", "keras"), ("convert.mnn", "fp32")]
@@ -32,19 +32,19 @@ def converted(tiny_artifacts, tmp_path_factory):
 @pytest.mark.parametrize("stage, source", FAITHFUL)
 def test_conversion_records_parity_and_its_own_accuracy(converted, tiny_artifacts, stage, source):
     artifact = Artifact.load(converted[stage, source].sidecar)
-    parity = artifact.meta["metrics"]["parity"]
-    assert parity["samples"] == artifact.meta["dataset"]["sizes"]["test"]
+    parity = artifact.info.metrics["parity"]
+    assert parity["samples"] == artifact.info.dataset["sizes"]["test"]
     assert parity["passed"], parity
     assert parity["agreement"] >= 0.995 and parity["max_abs_diff_rel"] <= 1e-3
     # Accuracy comes from the converted model run in its own runtime, on the stored files.
-    fmt = FORMATS[artifact.kind]
+    fmt = artifact.format
     from slimlab.data import load_spec
 
     splits = load_spec(DIGITS)
-    predicted = np.argmax(fmt.predict(fmt.load(artifact.path), splits.x_test), -1)
-    assert artifact.meta["accuracy"]["test"] == pytest.approx(np.mean(predicted == splits.y_test))
-    source_accuracy = tiny_artifacts[source].meta["accuracy"]["test"]
-    assert abs(artifact.meta["accuracy"]["test"] - source_accuracy) <= 0.01
+    predicted = np.argmax(fmt.predict(fmt.load(artifact.dir), splits.x_test), -1)
+    assert artifact.info.accuracy["test"] == pytest.approx(np.mean(predicted == splits.y_test))
+    source_accuracy = tiny_artifacts[source].info.accuracy["test"]
+    assert abs(artifact.info.accuracy["test"] - source_accuracy) <= 0.01
 
 
 def test_quantized_tflite_to_mnn_is_refused_clearly(tiny_artifacts, tmp_path):
@@ -57,25 +57,29 @@ def test_quantized_tflite_to_mnn_is_refused_clearly(tiny_artifacts, tmp_path):
 
 
 def test_parity_flags_a_conversion_that_changed_the_model(tiny_artifacts):
-    from slimlab import parity
     from slimlab.data import load_spec
+    from slimlab.kit import parity
 
-    wrong = FORMATS["keras"].load(tiny_artifacts["keras"].path)
+    keras, source = formats.get("keras"), tiny_artifacts["keras"]
+    wrong = keras.load(source.dir)
     wrong.set_weights([np.random.default_rng(0).permutation(w.ravel()).reshape(w.shape) for w in wrong.get_weights()])
     x = load_spec(DIGITS).x_test
-    result = parity.compare(tiny_artifacts["keras"], "keras", wrong, x, quantized=False)
+
+    def compare(model):  # against the source's logits, cached beside it when it was made
+        return parity.compare(source.test_logits, keras.predict(model, x), quantized=False, reference="keras")
+
+    result = compare(wrong)
     assert not result["passed"] and result["agreement"] < 0.98
-    same = parity.compare(tiny_artifacts["keras"], "keras", FORMATS["keras"].load(tiny_artifacts["keras"].path), x,
-                          quantized=False)
+    same = compare(keras.load(source.dir))
     assert same["passed"] and same["agreement"] == 1.0 and same["max_abs_diff"] == 0.0
 
 
 @pytest.mark.slow
 def test_ncnn_artifact_keeps_both_files_and_counts_real_weights(converted, tiny_artifacts):
     artifact = converted["convert.ncnn", "keras"]
-    assert sorted(artifact.meta["files"]) == ["model.ncnn.bin", "model.ncnn.param"]
+    assert sorted(artifact.info.files) == ["logits.test.npy", "model.ncnn.bin", "model.ncnn.param"]
     assert [p.name for p in artifact.paths] == ["model.ncnn.param", "model.ncnn.bin"]
-    assert artifact.meta["params"]["count"] == tiny_artifacts["keras"].meta["params"]["count"]
+    assert artifact.info.params.count == tiny_artifacts["keras"].info.params.count
     (artifact.dir / "model.ncnn.bin").write_bytes(b"\0" * 16)
     with pytest.raises(ArtifactError, match="model.ncnn.bin"):
         Artifact.load(artifact.sidecar)
@@ -100,7 +104,8 @@ def _random_model(input_shape):
 def test_non_square_rgb_input_is_not_transposed(stage):
     """20x28x3: an H/W swap or a missing NHWC->NCHW transpose changes the logits."""
     x = np.random.default_rng(0).random((32, 20, 28, 3), dtype=np.float32)
-    source = SimpleNamespace(kind="keras", model=_random_model((20, 28, 3)), lineage=[])
+    model = _random_model((20, 28, 3))
+    source = SimpleNamespace(kind="keras", model=model, lineage=[], test_logits=formats.get("keras").predict(model, x))
     recorded = {}
     ctx = SimpleNamespace(splits=SimpleNamespace(x_test=x), record=recorded.update)
     found = registry.stages()[stage]
@@ -122,11 +127,13 @@ def test_corrupt_model_gives_a_converter_error(tmp_path):
 def test_failed_conversion_leaves_a_readable_failed_sidecar(tiny_artifacts, tmp_path):
     sidecar = tmp_path / "artifact.json"
     step = {"stage": "convert.mnn", "params": {"fp16": False, "weight_quant_bits": 0}, "dataset": DIGITS}
-    write_failed(sidecar, step, tiny_artifacts["fp32"].sidecar, "convert.mnn: MNN's converter failed")
-    assert failure(sidecar) == "convert.mnn: MNN's converter failed"
+    mark_failed(step, tiny_artifacts["fp32"].sidecar, sidecar, "convert.mnn: MNN's converter failed")
+    failed = read_sidecar(sidecar)
+    assert (failed.status, failed.error) == ("failed", "convert.mnn: MNN's converter failed")
     assert json.loads(sidecar.read_text())["lineage"][-1]["stage"] == "convert.mnn"
-    assert failure(tiny_artifacts["fp32"].sidecar) is None
-    with pytest.raises(ArtifactError, match="conversion failed: convert.mnn: MNN's converter failed"):
+    ok = read_sidecar(tiny_artifacts["fp32"].sidecar)
+    assert (ok.status, ok.error) == ("ok", None)
+    with pytest.raises(ArtifactError, match="this step failed: convert.mnn: MNN's converter failed"):
         Artifact.load(sidecar)
 
 
@@ -135,7 +142,7 @@ def test_report_shows_failed_conversions_and_parity(tiny_artifacts, tmp_path):
 
     failed = tmp_path / "artifact.json"
     step = {"stage": "convert.mnn", "params": {}, "dataset": DIGITS}
-    write_failed(failed, step, tiny_artifacts["fp32"].sidecar, "convert.mnn: MNN's converter failed")
+    mark_failed(step, tiny_artifacts["fp32"].sidecar, failed, "convert.mnn: MNN's converter failed")
     table = report.rows([
         {"recipe": "broken", "format": "mnn", "sidecar": str(failed), "records": []},
         {"recipe": "baseline", "format": "tflite", "sidecar": str(tiny_artifacts["fp32"].sidecar), "records": []},

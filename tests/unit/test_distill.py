@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from slimlab import registry
-from slimlab.distillation import LossWeights, loss_terms, map_layers
 from slimlab.errors import ConfigError
+from slimlab.kit.distillation import LossWeights, loss_terms, map_layers
 from slimlab.stages import run_step
 from tests.support import DIGITS
 
@@ -80,26 +80,26 @@ def test_student_and_layers_are_validated():
 
 def test_kd_from_a_keras_teacher_builds_the_requested_student(tiny_artifacts, tmp_path):
     out = distill(tiny_artifacts, tmp_path, temperature=4, alpha=0.7, epochs=10)
-    expected = registry.models()["cnn"]((8, 8, 1), 10, **STUDENT["student_params"])
+    expected = registry.models()["cnn"].build((8, 8, 1), 10, **STUDENT["student_params"])
     model = out.model
     assert [(layer.name, layer.output_shape) for layer in model.layers] == [(layer.name, layer.output_shape) for layer in expected.layers]
-    assert out.meta["params"]["count"] == expected.count_params()
+    assert out.info.params.count == expected.count_params()
 
-    metrics = out.meta["metrics"]
-    teacher_count = tiny_artifacts["keras"].meta["params"]["count"]
+    metrics = out.info.metrics
+    teacher_count = tiny_artifacts["keras"].info.params.count
     assert (metrics["params_teacher"], metrics["params_student"]) == (teacher_count, expected.count_params())
     assert metrics["params_student_over_teacher"] == pytest.approx(expected.count_params() / teacher_count, rel=1e-4)
     assert metrics["layer_mapping"] == {}
     assert metrics["history"]["soft"][-1] < metrics["history"]["soft"][0]
-    assert out.meta["accuracy"]["test"] > 0.7  # ten classes: chance is 0.1
+    assert out.info.accuracy["test"] > 0.7  # ten classes: chance is 0.1
 
 
 def test_kd_from_an_int8_tflite_teacher(tiny_artifacts, tmp_path):
     out = distill(tiny_artifacts, tmp_path, teacher="int8", temperature=2, alpha=0.9, epochs=10)
-    assert [entry["stage"] for entry in out.lineage] == ["train", "quantize.int8", "distill"]
+    assert [entry.stage for entry in out.lineage] == ["train", "quantize.int8", "distill"]
     assert out.kind == "keras"
-    assert out.meta["metrics"]["history"]["soft"][-1] < out.meta["metrics"]["history"]["soft"][0]
-    assert out.meta["accuracy"]["test"] > 0.7
+    assert out.info.metrics["history"]["soft"][-1] < out.info.metrics["history"]["soft"][0]
+    assert out.info.accuracy["test"] > 0.7
 
 
 def test_feature_matching_needs_a_keras_teacher(tiny_artifacts, tmp_path):
@@ -109,7 +109,7 @@ def test_feature_matching_needs_a_keras_teacher(tiny_artifacts, tmp_path):
 
 def test_feature_matching_projects_narrower_student_layers(tiny_artifacts, tmp_path):
     out = distill(tiny_artifacts, tmp_path, w_soft=1, w_hard=1, w_hidden=1, w_cos=1, epochs=6)
-    metrics = out.meta["metrics"]
+    metrics = out.info.metrics
     assert metrics["layer_mapping"] == {"conv1": "conv1", "conv2": "conv2", "fc1": "fc1"}
     assert metrics["history"]["hidden"][-1] < metrics["history"]["hidden"][0]
     assert metrics["history"]["cos"][-1] < metrics["history"]["cos"][0]

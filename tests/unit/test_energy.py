@@ -1,16 +1,20 @@
 """Energy probes on sysfs trees with the kernel's formats, advanced in real time by a load model."""
 
+import dataclasses
+
 import pytest
 
 from slimlab.errors import ConfigError, DeviceError
 from slimlab.lab import energy
-from slimlab.plugins.energy_android_battery import BatteryProbe, suggest_calibration
-from slimlab.plugins.energy_hwmon import HwmonProbe
-from slimlab.plugins.energy_none import NoEnergyProbe
-from slimlab.plugins.energy_odpm import OdpmProbe
-from slimlab.plugins.energy_rapl import RaplProbe
-from slimlab.plugins.local_transport import LocalTransport
+from slimlab.lab.devices import load_inventory
+from slimlab.plugins.lab.energy_android_battery import BatteryProbe, suggest_calibration
+from slimlab.plugins.lab.energy_hwmon import HwmonProbe
+from slimlab.plugins.lab.energy_none import NoEnergyProbe
+from slimlab.plugins.lab.energy_odpm import OdpmProbe
+from slimlab.plugins.lab.energy_rapl import RaplProbe
+from slimlab.plugins.lab.local_transport import LocalTransport
 from slimlab.registry import energy_probes
+from tests.support import local_device
 from tests.sysfs import Battery, HwmonChannel, OdpmMonitor, PowerModel, RaplZone, expected_joules_per_inference, write
 
 IDLE_W, BUSY_W = 3.0, 9.0
@@ -22,13 +26,15 @@ SECOND_MONITOR_RAILS = ["VSYS_PWR_DISPLAY", "S2S_VDD_G3D", "L2S_VDD_AOC_RET", "S
                         "S10S_VDD2L", "S4S_VDD2H_MEM", "S6S_VDD_G3D_L2"]
 
 
-def device(tmp_path, **settings) -> dict:
-    return {"name": "board", "workdir": str(tmp_path / "work"),
-            "energy": {"root": str(tmp_path / "sysfs"), "interval_s": 0.02, "settle_s": 0.1, **settings}}
+def device(tmp_path, probe, **settings):
+    """Device "board" whose ``energy`` block names ``probe``; a sysfs probe reads the tree under tmp_path/sysfs."""
+    sysfs = {"root": str(tmp_path / "sysfs")} if issubclass(probe.Settings, energy.SysfsSettings) else {}
+    return local_device(tmp_path / "work", name="board", energy={
+        "probe": probe.name, **sysfs, "interval_s": 0.02, "settle_s": 0.1, **settings})
 
 
 def probe_for(cls, tmp_path, **settings):
-    dev = device(tmp_path, **settings)
+    dev = device(tmp_path, cls, **settings)
     return cls(dev, LocalTransport(dev))
 
 
@@ -116,7 +122,9 @@ def test_hwmon_unknown_chip_names_the_chips_there(tmp_path):
 @pytest.mark.parametrize("discharge_sign, unit", [(-1, "uA"), (1, "mA")])
 def test_android_battery_calibration_then_measurement(tmp_path, discharge_sign, unit):
     with PowerModel([Battery(tmp_path / "sysfs", discharge_sign, unit)], IDLE_W, BUSY_W) as model:
-        dev = device(tmp_path)
+        # An uncalibrated phone: its energy block has the sysfs keys, not yet current_sign and current_unit.
+        dev = dataclasses.replace(device(tmp_path, NoEnergyProbe),
+                                  energy=energy.SysfsSettings(root=str(tmp_path / "sysfs")))
         suggested = suggest_calibration(dev, LocalTransport(dev), samples=5, interval_s=0.02)
         assert suggested["current_sign"] == discharge_sign and suggested["current_unit"] == unit
         assert suggested["idle_power_w"] == pytest.approx(IDLE_W, rel=0.01)
@@ -132,9 +140,9 @@ def test_android_battery_refuses_to_measure_while_charging(tmp_path):
 
 def test_android_battery_without_calibration_says_how_to_get_it(tmp_path):
     Battery(tmp_path / "sysfs", -1, "uA")
-    probe = probe_for(BatteryProbe, tmp_path, current_unit="uA")
-    with pytest.raises(ConfigError, match="device 'board': energy.current_sign is not set; .*suggest_calibration"):
-        probe.read()
+    # Refused when the inventory is checked, before anything is measured.
+    with pytest.raises(ConfigError, match=r"devices\.board\.energy\W+current_sign\b.*suggest_calibration"):
+        probe_for(BatteryProbe, tmp_path, current_unit="uA")
 
 
 def test_odpm_reads_the_real_format_and_selects_rails_by_name(tmp_path):
@@ -161,10 +169,10 @@ def test_odpm_rail_named_twice_is_an_error(tmp_path):
 
 
 def test_none_gives_empty_energy_with_a_reason_and_still_runs_the_work(tmp_path):
-    probe = probe_for(NoEnergyProbe, tmp_path, probe="none", reason="bench board has no meter")
+    probe = probe_for(NoEnergyProbe, tmp_path, reason="bench board has no meter")
     raw, result = energy.measure(probe, lambda: {"latencies_ms": [1.0]})
     assert raw == {"latencies_ms": [1.0]}
-    record = result.as_record()
+    record = result.model_dump()
     assert record.pop("probe") == "none" and record.pop("reason") == "bench board has no meter"
     assert set(record.values()) == {None}
     with pytest.raises(DeviceError, match="nothing to read: bench board has no meter"):
@@ -207,12 +215,10 @@ def test_native_summaries_give_the_timed_window():
 
 
 def test_inventory_schema_requires_the_battery_calibration(tmp_path):
-    from slimlab.config import load_inventory
-
     entry = "devices:\n  pixel:\n    transport: local\n    runner: native\n    workdir: w\n" \
-            "    energy: {probe: android_battery, current_sign: -1%s}\n"
+            "    native: {tools: {tflite: /x}}\n    energy: {probe: android_battery, current_sign: -1%s}\n"
     (tmp_path / "ok.yaml").write_text(entry % ", current_unit: uA")
-    assert load_inventory(tmp_path / "ok.yaml")["pixel"]["energy"]["current_unit"] == "uA"
+    assert load_inventory(tmp_path / "ok.yaml")["pixel"].energy.current_unit == "uA"
     (tmp_path / "bad.yaml").write_text(entry % "")
     with pytest.raises(ConfigError, match="current_unit"):
         load_inventory(tmp_path / "bad.yaml")

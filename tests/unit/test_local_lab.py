@@ -9,14 +9,14 @@ import pytest
 from slimlab.errors import DeviceError
 from slimlab.lab import bench
 from slimlab.registry import runners, transports
+from tests.support import bench_block, local_device
 
-SETTINGS = {"threads": [1], "warmup": 2, "runs": 25, "min_seconds": 0.0, "timeout_s": 120}
+SETTINGS = bench_block(warmup=2, runs=25)
 
 
 @pytest.fixture
 def device(tmp_path):
-    return {"name": "here", "transport": "local", "runner": "python", "runtimes": ["tflite"],
-            "workdir": str(tmp_path / "device"), "python": None}
+    return local_device(tmp_path / "device")
 
 
 def test_push_is_content_addressed_and_happens_once(device, tmp_path):
@@ -47,25 +47,25 @@ def test_run_passes_arguments_verbatim_and_times_out(device):
 def test_bench_record_has_raw_latencies_and_summary(device, tiny_artifacts, tmp_path):
     out = tmp_path / "record.json"
     record = bench.run(device, tiny_artifacts["int8"].sidecar, 1, SETTINGS, out)
-    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
-    assert record["status"] == "ok" and record["device"] == "here"
-    assert len(record["raw"]["latencies_ms"]) == record["latency"]["n"] >= 25
-    assert record["latency"]["median_ms"] > 0
-    assert record["latency"]["min_ms"] <= record["latency"]["median_ms"] <= record["latency"]["p90_ms"]
-    assert record["raw"]["runtime"].startswith("ai_edge_litert")
-    assert record["artifact_sha256"] == tiny_artifacts["int8"].sha256
-    assert record["settings"]["threads"] == 1
+    assert json.loads(out.read_text()) == record.model_dump(mode="json")
+    assert record.status == "ok" and record.device == "here"
+    assert len(record.latencies_ms) == record.latency.n >= 25
+    assert record.latency.median_ms > 0
+    assert record.latency.min_ms <= record.latency.median_ms <= record.latency.p90_ms
+    assert record.runtime.startswith("ai_edge_litert")
+    assert record.artifact_sha256 == tiny_artifacts["int8"].sha256
+    assert record.threads == 1
 
 
 def test_minimum_duration_extends_the_run(device, tiny_artifacts, tmp_path):
-    record = bench.run(device, tiny_artifacts["fp32"].sidecar, 1, {**SETTINGS, "runs": 1, "min_seconds": 0.3},
+    record = bench.run(device, tiny_artifacts["fp32"].sidecar, 1, bench_block(runs=1, min_seconds=0.3),
                        tmp_path / "r.json")
     # One run was asked for, but the loop must also fill 0.3 s.
-    assert record["latency"]["n"] > 10
+    assert record.latency.n > 10
 
 
-def test_payload_failure_is_a_device_error(device, tiny_artifacts, tmp_path):
-    broken = {**device, "python": str(tmp_path / "no-such-python")}
+def test_payload_failure_is_a_device_error(tiny_artifacts, tmp_path):
+    broken = local_device(tmp_path / "device", python={"interpreter": str(tmp_path / "no-such-python")})
     runner = runners()["python"](broken, transports()["local"](broken))
     with pytest.raises(DeviceError, match="device 'here': cannot run .*no-such-python"):
         runner.measure(tiny_artifacts["fp32"], 1, SETTINGS)
@@ -77,20 +77,20 @@ def test_bench_record_carries_energy_from_the_devices_probe(device, tiny_artifac
 
     sysfs = tmp_path / "sysfs"
     with PowerModel([RaplZone(sysfs, "intel-rapl:0", "package-0", share=1.0)], idle_w=4.0, busy_w=4.0):
-        rapl = {**device, "energy": {"probe": "rapl", "root": str(sysfs), "interval_s": 0.02, "settle_s": 0.0}}
-        record = bench.run(rapl, tiny_artifacts["fp32"].sidecar, 1, {**SETTINGS, "min_seconds": 0.5},
-                           tmp_path / "r.json")
-    used = record["energy"]
-    assert used["probe"] == "rapl" and used["reason"] is None
-    assert used["window_s"] == pytest.approx(sum(record["raw"]["latencies_ms"]) / 1000)
-    assert used["inferences"] == record["latency"]["n"]
+        rapl = local_device(tmp_path / "device",
+                            energy={"probe": "rapl", "root": str(sysfs), "interval_s": 0.02, "settle_s": 0.0})
+        record = bench.run(rapl, tiny_artifacts["fp32"].sidecar, 1, bench_block(min_seconds=0.5), tmp_path / "r.json")
+    used = record.energy
+    assert used.probe == "rapl" and used.reason is None
+    assert used.window_s == pytest.approx(sum(record.latencies_ms) / 1000)
+    assert used.inferences == record.latency.n
     # The meter drew a constant 4 W: that is the idle baseline, the average, and nothing is left per inference.
-    assert used["idle_power_w"] == pytest.approx(4.0, rel=0.15)
-    assert used["avg_power_w"] == pytest.approx(4.0, rel=0.15)
-    assert abs(used["joules_per_inference"]) < 0.15 * 4.0 * used["window_s"] / used["inferences"]
+    assert used.idle_power_w == pytest.approx(4.0, rel=0.15)
+    assert used.avg_power_w == pytest.approx(4.0, rel=0.15)
+    assert abs(used.joules_per_inference) < 0.15 * 4.0 * used.window_s / used.inferences
 
 
 def test_device_without_a_probe_says_why_energy_is_empty(device, tiny_artifacts, tmp_path):
     record = bench.run(device, tiny_artifacts["fp32"].sidecar, 1, SETTINGS, tmp_path / "r.json")
-    assert record["energy"]["probe"] == "none" and record["energy"]["joules_per_inference"] is None
-    assert record["energy"]["reason"]
+    assert record.energy.probe == "none" and record.energy.joules_per_inference is None
+    assert record.energy.reason

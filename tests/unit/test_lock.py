@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from slimlab.lab.lock import device_lock
+from slimlab.lab.lock import device_lock, lock_file
 from slimlab.lab.transport import DeviceTimeout
 
 pytestmark = pytest.mark.timeout(60)
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 HOLDER = """
 import json, sys, time
 from pathlib import Path
-from slimlab.lab.lock import device_lock
+from slimlab.lab.lock import device_lock, lock_file
 folder, hold_s = Path(sys.argv[1]), float(sys.argv[2])
 with device_lock("board-1", folder, wait_s=30):
     print(json.dumps({"got": time.time()}), flush=True)
@@ -50,7 +50,7 @@ def test_waiting_too_long_is_a_timeout_naming_the_holder(tmp_path):
     try:
         busy.stdout.readline()
         started = time.monotonic()
-        expected = rf"device 'board-1': still busy after waiting 0.3s for pid {busy.pid} on "
+        expected = rf"device board-1: still busy after waiting 0.3s for pid {busy.pid} on "
         with pytest.raises(DeviceTimeout, match=expected):
             with device_lock("board-1", tmp_path, wait_s=0.3):
                 pass
@@ -74,4 +74,6 @@ def test_a_killed_holder_never_leaves_a_stale_lock(tmp_path):
 
 def test_devices_lock_independently(tmp_path):
     with device_lock("board-1", tmp_path, wait_s=1), device_lock("board-2", tmp_path, wait_s=1):
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["board-1.lock", "board-2.lock"]
+        held = [lock_file(tmp_path, "board-1"), lock_file(tmp_path, "board-2")]
+        assert held[0] != held[1] and sorted(tmp_path.iterdir()) == sorted(held)
+        assert held[0].name.startswith("board-1-")  # readable, with a hash that keeps odd names apart

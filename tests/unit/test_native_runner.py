@@ -1,17 +1,20 @@
 """The native runner: the argv it builds per runtime, and what it makes of the tools' real output."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 
 import pytest
 
 from slimlab.errors import ArtifactError, ConfigError, DeviceError
 from slimlab.lab.parsers import ParseError
 from slimlab.lab.transport import CommandResult
+from slimlab.plugins.lab.native_runner import COMPUTE_UNITS
 from slimlab.registry import runners
+from tests.support import bench_block, lab_device
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "device-tools"
-SETTINGS = {"warmup": 5, "runs": 50, "min_seconds": 1.0, "timeout_s": 120}
+SETTINGS = bench_block(warmup=5, runs=50, min_seconds=1.0, timeout_s=120)
 TOOLS = {"tflite": "/data/local/tmp/benchmark_model", "ncnn": "/data/local/tmp/benchncnn",
          "mnn": "/data/local/tmp/benchmark.out"}
 # What a runner pushes per kind; for ncnn, benchncnn needs only the .param file.
@@ -22,8 +25,12 @@ GPU_COVERAGE = "INFO: Replacing 64 out of 66 node(s) with delegate (TfLiteGpuDel
 @dataclass
 class FakeArtifact:
     kind: str
-    meta: dict = field(default_factory=dict)
+    input_shape: list[int] | None = None
     sha256: str = "3fa9"
+
+    @property
+    def info(self) -> SimpleNamespace:
+        return SimpleNamespace(input_shape=self.input_shape)
 
     @property
     def path(self) -> Path:
@@ -54,9 +61,16 @@ class FakeTransport:
         return CommandResult(self.returncode if argv[0] in TOOLS.values() else 0, stdout, stderr)
 
 
+def pixel(native: dict):
+    """An adb phone whose ``native:`` block is ``native``."""
+    return lab_device("pixel", {"transport": "adb", "adb": {"serial": "R58M123ABC"}, "runner": "native",
+                                "native": native})
+
+
 def runner(transport, compute_unit="cpu"):
-    device = {"name": "pixel", "tools": TOOLS, "compute_unit": compute_unit}
-    return runners()["native"](device, transport)
+    # A device has one compute unit: it lists the tools of the runtimes that offer it.
+    tools = {runtime: TOOLS[runtime] for runtime, units in COMPUTE_UNITS.items() if compute_unit in units}
+    return runners()["native"](pixel({"tools": tools, "compute_unit": compute_unit}), transport)
 
 
 def sample(name: str) -> str:
@@ -99,7 +113,7 @@ def test_a_gpu_run_without_a_delegate_is_not_passed_off_as_gpu():
 def test_ncnn_argv_and_result(compute_unit, gpu_device):
     output = sample("benchncnn_rk3588.txt").replace("squeezenet_int8", "/data/local/tmp/slimlab/blobs/3fa9.param")
     transport = FakeTransport({TOOLS["ncnn"]: ("", output)})  # benchncnn prints to stderr
-    artifact = FakeArtifact("ncnn", meta={"input_shape": [1, 28, 32, 3]})
+    artifact = FakeArtifact("ncnn", input_shape=[1, 28, 32, 3])
     raw = runner(transport, compute_unit).measure(artifact, 4, SETTINGS)
     assert transport.commands == [[TOOLS["ncnn"], "50", "4", "0", gpu_device, "0",
                                    "param=/data/local/tmp/slimlab/blobs/3fa9.param", "shape=[32,28,3]"]]
@@ -149,10 +163,10 @@ def test_garbage_output_raises_instead_of_zeros():
         runner(transport).measure(FakeArtifact("tflite"), 1, SETTINGS)
 
 
-@pytest.mark.parametrize("device, message", [
-    ({"name": "pixel", "tools": {"ncnn": "/x"}}, r"device 'pixel': tools.tflite: no native benchmark tool"),
-    ({"name": "pixel", "tools": TOOLS, "compute_unit": "vulkan"}, r"compute_unit 'vulkan' is not available for tflite"),
+@pytest.mark.parametrize("native, message", [
+    ({"tools": {"ncnn": "/x"}}, r"device 'pixel': native.tools.tflite: no native benchmark tool"),
+    ({"tools": TOOLS, "compute_unit": "vulkan"}, r"devices.pixel.native: .*compute_unit 'vulkan' is not available for tflite"),
 ])
-def test_misconfigured_devices_are_config_errors(device, message):
+def test_misconfigured_devices_are_config_errors(native, message):
     with pytest.raises(ConfigError, match=message):
-        runners()["native"](device, FakeTransport({})).measure(FakeArtifact("tflite"), 1, SETTINGS)
+        runners()["native"](pixel(native), FakeTransport({})).measure(FakeArtifact("tflite"), 1, SETTINGS)

@@ -1,37 +1,57 @@
 """bench.option_sets: checked when the config loads, layered over bench.options, expanded per format."""
 
-import copy
+import json
 import re
-from importlib import resources
 
+import jsonschema
 import pytest
 import yaml
 
-from slimlab import config, option_sets
+from slimlab import config, option_sets, registry
 from slimlab.errors import ConfigError
-from slimlab.payload.bench import RUNTIMES
-from tests.support import REPO
-
-DEFAULT = yaml.safe_load((REPO / "config/config.yaml").read_text())
-
-
-def validated_bench(**bench) -> dict:
-    cfg = copy.deepcopy(DEFAULT)
-    cfg["bench"] = bench
-    config.validate(cfg, "config.schema.yaml", "config")
-    return cfg["bench"]
+from slimlab.lab import payload
+from slimlab_payload.runtime import PayloadError, check_options
+from tests.support import REPO, validated_bench
 
 
-def test_the_schema_accepts_exactly_what_the_payload_accepts():
-    schema = yaml.safe_load((resources.files("slimlab.schemas") / "config.schema.yaml").read_text())
-    formats = schema["$defs"]["runtime_options"]["properties"]
-    assert set(formats) == set(RUNTIMES)
-    for kind, runtime in RUNTIMES.items():
-        accepted = {
-            name: tuple(spec["enum"]) if "enum" in spec else {"boolean": bool}[spec["type"]]
-            for name, spec in formats[kind].get("properties", {}).items()
-        }
-        assert accepted == runtime.allowed, kind
+def runtime_options_schemas() -> dict:
+    """``bench.options``' generated part of the config schema: format -> its options schema."""
+    return config.schema("config.schema.yaml")["$defs"]["runtime_options"]["properties"]
+
+
+def test_the_schema_is_generated_from_every_registered_format():
+    assert runtime_options_schemas() == {name: fmt.options_schema() for name, fmt in registry.formats().items()}
+
+
+def test_the_payload_ships_the_same_schema_beside_each_adapter():
+    shipped = payload.entries()
+    for name, fmt in registry.formats().items():
+        if fmt.runtime_adapter is not None:
+            assert json.loads(shipped[f"slimlab_payload/runtimes/{name}.options.json"]) == fmt.options_schema(), name
+
+
+@pytest.mark.parametrize("kind, options, valid", [
+    ("tflite", {}, True),
+    ("tflite", {"xnnpack": False}, True),
+    ("tflite", {"xnnpack": 0}, False),  # a bool option refuses an int, though Python's bool is one
+    ("tflite", {"xnnpack": "false"}, False),
+    ("ncnn", {"use_fp16_storage": True, "lightmode": False}, True),
+    ("ncnn", {"use_fp16_storage": 1}, False),
+    ("ncnn", {"use_fp17_storage": True}, False),
+    ("mnn", {"precision": "low", "power": "high"}, True),
+    ("mnn", {"precision": "ultra"}, False),
+    ("mnn", {"precision": None}, False),
+    ("onnx", {}, True),
+    ("onnx", {"threads": 2}, False),
+])
+def test_the_schema_accepts_exactly_what_the_payload_accepts(kind, options, valid):
+    schema = runtime_options_schemas()[kind]
+    try:
+        payload_accepts = check_options(kind, options, schema) == options
+    except PayloadError:
+        payload_accepts = False
+    assert jsonschema.Draft202012Validator(schema).is_valid(options) is valid
+    assert payload_accepts is valid
 
 
 @pytest.mark.parametrize("sets, expected", [
@@ -46,7 +66,7 @@ def test_the_schema_accepts_exactly_what_the_payload_accepts():
     ({"default": {}, "ort": {"onnx": {"threads": 2}}},
      "bench.option_sets.ort.onnx: Additional properties are not allowed ('threads' was unexpected)"),
     ({"default": {}, "no xnnpack": {"tflite": {"xnnpack": False}}},
-     "bench.option_sets: 'no xnnpack' does not match '^[A-Za-z0-9_.-]+$'"),
+     "bench.option_sets: 'no xnnpack' does not match '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'"),
     ({"no-xnnpack": {"tflite": {"xnnpack": False}}}, "bench.option_sets: 'default' is a required property"),
 ])
 def test_a_bad_option_set_is_one_line_naming_the_key(sets, expected):

@@ -6,13 +6,13 @@ import textwrap
 from tests.support import slimlab
 
 BUILTINS = {
-    "slimlab.plugins.train": ["register_stages"],
-    "slimlab.plugins.quantize_int8": ["register_stages"],
-    "slimlab.plugins.convert_tflite": ["register_stages"],
-    "slimlab.plugins.mnist": ["register_datasets"],
-    "slimlab.plugins.cnn": ["register_models"],
-    "slimlab.plugins.local_transport": ["register_transports"],
-    "slimlab.plugins.python_runner": ["register_runners"],
+    "slimlab.plugins.stages.train": ["register_stages"],
+    "slimlab.plugins.stages.quantize_int8": ["register_stages"],
+    "slimlab.plugins.formats.tflite": ["register_formats"],  # its convert.tflite stage comes with the format
+    "slimlab.plugins.data.mnist": ["register_datasets"],
+    "slimlab.plugins.models.cnn": ["register_models"],
+    "slimlab.plugins.lab.local_transport": ["register_transports"],
+    "slimlab.plugins.lab.python_runner": ["register_runners"],
 }
 
 STAGE_PLUGIN = '''
@@ -57,12 +57,14 @@ def test_entry_point_plugin_from_an_installed_distribution(tmp_path):
     assert stages["extra.identity"]["doc"] == "Return the input model unchanged."
 
 
-def test_plugin_file_in_the_plugins_folder_is_loaded(tmp_path):
+def test_plugin_files_in_the_plugins_folder_and_its_subfolders_are_loaded(tmp_path):
     (tmp_path / "my_stage.py").write_text(STAGE_PLUGIN.format(name="mine.identity"))
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "nested.py").write_text(STAGE_PLUGIN.format(name="mine.nested"))
     env = {"SLIMLAB_PLUGINS_DIR": str(tmp_path)}
     names = [row["name"] for row in plugins_json(env=env)]
-    assert str(tmp_path / "my_stage.py") in names
-    assert "mine.identity" in json.loads(slimlab("stages", env=env).stdout)
+    assert str(tmp_path / "my_stage.py") in names and str(tmp_path / "stages" / "nested.py") in names
+    assert {"mine.identity", "mine.nested"} <= set(json.loads(slimlab("stages", env=env).stdout))
 
 
 def test_broken_hook_signature_names_the_plugin(tmp_path):
@@ -104,4 +106,4 @@ def test_duplicate_stage_name_names_both_plugins(tmp_path):
     done = slimlab("stages", env={"SLIMLAB_PLUGINS_DIR": str(tmp_path)})
     assert done.returncode == 2
     assert "quantize.int8" in done.stderr
-    assert "clash.py" in done.stderr and "slimlab.plugins.quantize_int8" in done.stderr
+    assert "clash.py" in done.stderr and "slimlab.plugins.stages.quantize_int8" in done.stderr

@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from slimlab import registry
+from slimlab import formats, registry
 from slimlab.errors import ConfigError
-from slimlab.formats import tflite_weights
 from slimlab.stages import run_step
 from tests.support import DIGITS
 
@@ -43,16 +42,16 @@ def test_reaches_target_sparsity_and_int8_keeps_the_zeros(tiny_artifacts, tmp_pa
     assert set(kernels) == {"conv1", "conv2", "fc1", "logits"}
     for name, kernel in kernels.items():
         assert zero_fraction(kernel) >= 0.7 - 0.01, name
-        assert pruned.meta["metrics"]["kernel_sparsity"][name] == pytest.approx(zero_fraction(kernel), abs=1e-4)
-    assert pruned.meta["sparsity"] >= 0.68  # host-measured over all weights, biases included
+        assert pruned.info.metrics["kernel_sparsity"][name] == pytest.approx(zero_fraction(kernel), abs=1e-4)
+    assert pruned.info.zero_fraction >= 0.68  # host-measured over all weights, biases included
     # This model is tiny (conv1 keeps 22 of 72 weights), so fine-tuning recovers only part of the accuracy.
-    assert pruned.meta["accuracy"]["test"] >= 0.6
+    assert pruned.info.accuracy["test"] >= 0.6
 
     int8 = run_step({"stage": "quantize.int8", "params": {"representative_samples": 50}, "dataset": DIGITS},
                     pruned.sidecar, tmp_path / "int8" / "artifact.json")
-    weights = tflite_weights(int8.model)
+    weights = formats.get("tflite").weights(int8.model)
     assert sum(w.size - np.count_nonzero(w) for w in weights) / sum(w.size for w in weights) >= 0.65
-    assert int8.meta["size"]["gzip_bytes"] < tiny_artifacts["int8"].meta["size"]["gzip_bytes"]
+    assert int8.info.size.gzip_bytes < tiny_artifacts["int8"].info.size.gzip_bytes
 
 
 @pytest.mark.slow
@@ -60,7 +59,7 @@ def test_selects_layers_by_type_with_a_constant_schedule(tiny_artifacts, tmp_pat
     before = tiny_artifacts["keras"].model
     pruned = prune(tmp_path, tiny_artifacts["keras"], {"sparsity": 0.6, "schedule": "constant", "layer_types": ["Dense"], "epochs": 1})
     after = pruned.model
-    assert set(pruned.meta["metrics"]["kernel_sparsity"]) == {"fc1", "logits"}
+    assert set(pruned.info.metrics["kernel_sparsity"]) == {"fc1", "logits"}
     for name in ("fc1", "logits"):
         assert zero_fraction(after.get_layer(name).kernel.numpy()) >= 0.6 - 0.01
     for name in ("conv1", "conv2"):

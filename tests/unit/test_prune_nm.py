@@ -5,8 +5,8 @@ import pytest
 
 from slimlab import registry
 from slimlab.errors import ConfigError
+from slimlab.kit.surgery import max_nonzeros_per_group
 from slimlab.stages import run_step
-from slimlab.surgery import max_nonzeros_per_group
 from tests.support import DIGITS
 
 
@@ -56,11 +56,11 @@ def test_two_of_four_holds_after_fine_tuning_and_int8(tiny_artifacts, tmp_path):
         assert 1 - np.count_nonzero(kernel) / kernel.size >= 0.5, name
     conv1 = model.get_layer("conv1").kernel.numpy()  # fan-in 1: a group of one stays dense
     assert np.count_nonzero(conv1) == np.count_nonzero(tiny_artifacts["keras"].model.get_layer("conv1").kernel.numpy())
-    metrics = pruned.meta["metrics"]
+    metrics = pruned.info.metrics
     assert metrics["pattern_holds"] is True
     assert max(metrics["max_nonzeros_per_group"].values()) == 2
-    assert pruned.meta["accuracy"]["test"] >= tiny_artifacts["keras"].meta["accuracy"]["test"] - 0.1
+    assert pruned.info.accuracy["test"] >= tiny_artifacts["keras"].info.accuracy["test"] - 0.1
 
     int8 = run_step({"stage": "quantize.int8", "params": {"representative_samples": 50}, "dataset": DIGITS},
                     pruned.sidecar, tmp_path / "int8" / "artifact.json")
-    assert int8.meta["sparsity"] > tiny_artifacts["int8"].meta["sparsity"] + 0.3
+    assert int8.info.zero_fraction > tiny_artifacts["int8"].info.zero_fraction + 0.3

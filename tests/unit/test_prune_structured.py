@@ -5,8 +5,8 @@ import pytest
 
 from slimlab import registry
 from slimlab.errors import ConfigError
+from slimlab.kit.surgery import shrink_channels
 from slimlab.stages import run_step
-from slimlab.surgery import shrink_channels
 from tests.support import DIGITS
 
 
@@ -168,14 +168,14 @@ def test_halves_the_cnn_and_chains_to_int8(tiny_artifacts, tmp_path):
     assert model.get_layer("fc1").kernel.shape == (2 * 2 * 8, 24)
     assert model.get_layer("logits").kernel.shape == (24, 10)
     expected = (9 * 4 + 4) + (9 * 4 * 8 + 8) + (32 * 24 + 24) + (24 * 10 + 10)
-    metrics = pruned.meta["metrics"]
-    assert pruned.meta["params"]["count"] == metrics["params_after"] == expected
-    assert metrics["params_before"] == source.meta["params"]["count"]
+    metrics = pruned.info.metrics
+    assert pruned.info.params.count == metrics["params_after"] == expected
+    assert metrics["params_before"] == source.info.params.count
     assert metrics["channels"] == {"conv1": {"before": 8, "kept": 4}, "conv2": {"before": 16, "kept": 8},
                                    "fc1": {"before": 32, "kept": 24}}
-    assert pruned.meta["accuracy"]["test"] >= source.meta["accuracy"]["test"] - 0.1
+    assert pruned.info.accuracy["test"] >= source.info.accuracy["test"] - 0.1
 
     int8 = run_step({"stage": "quantize.int8", "params": {"representative_samples": 50}, "dataset": DIGITS},
                     pruned.sidecar, tmp_path / "int8" / "artifact.json")
-    assert int8.meta["params"]["count"] == expected
-    assert int8.meta["accuracy"]["test"] >= pruned.meta["accuracy"]["test"] - 0.05
+    assert int8.info.params.count == expected
+    assert int8.info.accuracy["test"] >= pruned.info.accuracy["test"] - 0.05

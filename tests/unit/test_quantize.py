@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from slimlab import formats
 from slimlab.data import load_spec
 from slimlab.errors import ConfigError
-from slimlab.formats import interpreter_class, predict_tflite
+from slimlab.plugins.formats.tflite import interpreter_class
 from slimlab.registry import stages
 from slimlab.stages import run_step
 from tests.support import DIGITS
@@ -33,30 +34,30 @@ def test_dynamic_stores_int8_weights_with_float_activations(quantized, tiny_arti
     assert np.dtype(np.int8) in dtypes and np.dtype(np.float32) in dtypes
     detail = interpreter_class()(model_content=model).get_input_details()[0]
     assert detail["dtype"] == np.float32
-    assert quantized["quantize.dynamic"].meta["size"]["bytes"] < 0.6 * tiny_artifacts["fp32"].meta["size"]["bytes"]
+    assert quantized["quantize.dynamic"].info.size.bytes < 0.6 * tiny_artifacts["fp32"].info.size.bytes
 
 
 def test_fp16_stores_half_precision_weights(quantized, tiny_artifacts):
     assert np.dtype(np.float16) in tensor_dtypes(quantized["quantize.fp16"].model)
-    fp16, fp32 = quantized["quantize.fp16"].meta, tiny_artifacts["fp32"].meta
-    assert fp16["size"]["bytes"] < 0.75 * fp32["size"]["bytes"]
-    assert fp16["accuracy"]["test"] == pytest.approx(fp32["accuracy"]["test"], abs=0.01)
+    fp16, fp32 = quantized["quantize.fp16"].info, tiny_artifacts["fp32"].info
+    assert fp16.size.bytes < 0.75 * fp32.size.bytes
+    assert fp16.accuracy["test"] == pytest.approx(fp32.accuracy["test"], abs=0.01)
 
 
 def test_qat_gives_int8_io_and_keeps_accuracy(quantized, tiny_artifacts):
     artifact = quantized["quantize.qat"]
     detail = interpreter_class()(model_content=artifact.model).get_input_details()[0]
     assert detail["dtype"] == np.int8
-    assert artifact.meta["lineage"][-1]["params"]["epochs"] == 1
-    assert len(artifact.meta["metrics"]["history"]["loss"]) == 1
-    assert artifact.meta["accuracy"]["test"] > tiny_artifacts["keras"].meta["accuracy"]["test"] - 0.05
+    assert artifact.info.lineage[-1].params["epochs"] == 1
+    assert len(artifact.info.metrics["history"]["loss"]) == 1
+    assert artifact.info.accuracy["test"] > tiny_artifacts["keras"].info.accuracy["test"] - 0.05
 
 
 def test_quantized_accuracy_is_measured_in_litert(quantized):
     splits = load_spec(DIGITS)
     for artifact in quantized.values():
-        predicted = np.argmax(predict_tflite(artifact.model, splits.x_test), -1)
-        assert artifact.meta["accuracy"]["test"] == pytest.approx(float(np.mean(predicted == splits.y_test)))
+        predicted = np.argmax(formats.get("tflite").predict(artifact.model, splits.x_test), -1)
+        assert artifact.info.accuracy["test"] == pytest.approx(float(np.mean(predicted == splits.y_test)))
 
 
 @pytest.mark.parametrize("name, params, message", [

@@ -2,15 +2,15 @@
 
 import subprocess
 import sys
-from importlib import resources
 
 import pytest
 
 from slimlab.errors import DeviceError
+from slimlab.lab.payload import payload
 from slimlab.registry import runners, transports
-from tests.support import DIGITS
+from tests.support import DIGITS, bench_block, local_device
 
-SETTINGS = {"warmup": 2, "runs": 15, "min_seconds": 0.0, "timeout_s": 120, "options": {}}
+SETTINGS = bench_block(warmup=2, runs=15)
 RUNTIME_NAMES = {"tflite": "ai_edge_litert", "ncnn": "ncnn", "mnn": "MNN", "onnx": "onnxruntime"}
 
 
@@ -30,8 +30,7 @@ def models(tiny_artifacts, tmp_path_factory):
 
 @pytest.fixture
 def device(tmp_path):
-    return {"name": "here", "transport": "local", "runner": "python", "runtimes": list(RUNTIME_NAMES),
-            "workdir": str(tmp_path / "device"), "python": None}
+    return local_device(tmp_path / "device", runtimes=list(RUNTIME_NAMES))
 
 
 def measure(device, artifact, threads=1, **options):
@@ -52,7 +51,7 @@ def test_each_runtime_is_timed_with_raw_latencies(device, models, kind):
 def test_ncnn_gets_both_files_side_by_side_in_the_push(device, models):
     measure(device, models["ncnn"])
     pushed = sorted(p.suffix for p in (transports()["local"](device).workdir / "blobs").iterdir())
-    assert pushed == [".bin", ".param", ".py"]
+    assert pushed == [".bin", ".param", ".pyz"]
 
 
 @pytest.mark.parametrize("fp16", [False, True])
@@ -84,10 +83,10 @@ def test_xnnpack_off_leaves_no_delegate(device, models):
 
 
 @pytest.mark.parametrize("kind, options, message", [
-    ("ncnn", {"use_fp16_storage": "yes"}, "ncnn option 'use_fp16_storage' must be true or false, got 'yes'"),
+    ("ncnn", {"use_fp16_storage": "yes"}, "ncnn option 'use_fp16_storage' must be of type boolean, got 'yes'"),
     ("ncnn", {"use_fp17_storage": True}, "unknown ncnn option 'use_fp17_storage'"),
     ("mnn", {"precision": "ultra"}, "mnn option 'precision' must be one of normal, high, low, got 'ultra'"),
-    ("tflite", {"xnnpack": 1}, "tflite option 'xnnpack' must be true or false, got 1"),
+    ("tflite", {"xnnpack": 1}, "tflite option 'xnnpack' must be of type boolean, got 1"),
 ])
 def test_a_bad_option_is_a_clear_device_error(device, models, kind, options, message):
     with pytest.raises(DeviceError, match=f"device 'here': payload exited 2: slimlab-payload: error: {message}"):
@@ -95,13 +94,13 @@ def test_a_bad_option_is_a_clear_device_error(device, models, kind, options, mes
 
 
 def test_an_unsupported_kind_is_refused_naming_the_device(device, models):
-    with pytest.raises(DeviceError, match="device 'here': the python runner cannot run keras models"):
+    with pytest.raises(DeviceError, match="device 'here': the python runner has no runtime adapter for keras models"):
         measure(device, models["keras"])
 
 
-def test_a_runtime_the_inventory_does_not_list_is_refused(device, models):
+def test_a_runtime_the_inventory_does_not_list_is_refused(models, tmp_path):
     with pytest.raises(DeviceError, match="device 'here': has no ncnn runtime .*runtimes: tflite"):
-        measure({**device, "runtimes": ["tflite"]}, models["ncnn"])
+        measure(local_device(tmp_path / "device", runtimes=["tflite"]), models["ncnn"])
 
 
 def test_a_runtime_missing_on_the_device_is_a_clear_device_error(device, models, tmp_path, monkeypatch):
@@ -120,12 +119,11 @@ def test_the_mnn_payload_never_imports_mnn_tools(models):
     audit = ("import atexit, runpy, sys; "
              "atexit.register(lambda: print('modules:', *sorted(m for m in sys.modules if 'MNN' in m), file=sys.stderr)); "
              "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
-    with resources.as_file(resources.files("slimlab.payload") / "bench.py") as payload:
-        done = subprocess.run(
-            [sys.executable, "-c", audit, str(payload), "--runtime", "mnn", "--model", str(models["mnn"].path),
-             "--warmup", "0", "--runs", "1", "--min-seconds", "0"],
-            capture_output=True, text=True, timeout=120,
-        )
+    done = subprocess.run(
+        [sys.executable, "-c", audit, str(payload()[0]), "--runtime", "mnn", "--model", str(models["mnn"].path),
+         "--warmup", "0", "--runs", "1", "--min-seconds", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-500:]
     imported = done.stderr.split("modules:")[-1].split()
     assert "MNN" in imported

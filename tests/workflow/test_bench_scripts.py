@@ -28,7 +28,7 @@ def test_compression_table_covers_every_recipe(tmp_path):
     recipes = yaml.safe_load((REPO / "config/config.yaml").read_text())["recipes"]
     table = [line for line in done.stdout.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
-    assert {"gzip × smaller", "drop pt", "median ms", "target", "met"} <= set(header)
+    assert {"gzip × smaller", "zero fraction", "drop pt", "median ms", "huffman bytes", "target", "met"} <= set(header)
     rows = {line.strip("|").split("|")[0].strip(): line for line in table[2:]}
     assert set(rows) == set(recipes)
     assert "≥12× gzip" in rows["pruned_int8"] and rows["pruned_int8"].rstrip(" |").endswith(("yes", "no"))

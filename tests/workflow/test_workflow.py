@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from slimlab.records import BenchRecord, load
 from tests.support import REPO
 
 pytestmark = pytest.mark.slow
@@ -67,9 +68,9 @@ def bench_jobs(output: str) -> Counter:
     return Counter((m[2], m[1].split("@")[0]) for m in outputs)
 
 
-def records(root: Path) -> list[tuple[str, dict]]:
-    """Every bench record of a run, with the option set it sits under."""
-    return [(path.parent.name, json.loads(path.read_text()))
+def records(root: Path) -> list[tuple[str, BenchRecord]]:
+    """Every bench record of a run, with the option set whose folder it sits in."""
+    return [(path.parent.name, load(BenchRecord, path, "bench record"))
             for path in sorted((root / "results/bench/localhost").rglob("threads-*.json"))
             if not path.name.endswith(".failed.json")]
 
@@ -77,14 +78,18 @@ def records(root: Path) -> list[tuple[str, dict]]:
 def test_recipes_sharing_train_train_once(workdir):
     done = snakemake(workdir, "-n")
     assert done.returncode == 0, done.stderr
-    counts = job_counts(done.stdout)
-    assert counts["train"] == 1
-    assert counts["compress"] == 2  # quantize.int8 with int8 and with float I/O
-    # keras baseline -> tflite, ncnn, mnn; each int8 tflite -> mnn (ncnn takes no tflite: reported, not built)
-    assert counts["convert"] == 5
-    # default: 3 tflite, 1 ncnn, 3 mnn; a set re-times only the format it names
-    assert counts["bench_device_localhost"] == 7 + 3 + 1
-    assert counts["report"] == 1
+    assert job_counts(done.stdout) == {
+        "train": 1,  # one train step shared by the three recipes
+        "compress": 2,  # quantize.int8 with int8 and with float I/O
+        # keras baseline -> tflite, ncnn, mnn; each int8 tflite -> mnn (ncnn takes no tflite: reported, not built)
+        "convert": 5,
+        # default: 3 tflite, 1 ncnn, 3 mnn; a set re-times only the format it names (3 tflite, 1 ncnn); 1 thread
+        "bench_device_localhost": 7 + 3 + 1,
+        "deployables": 1,  # the list of deployables the report reads
+        "report": 1,
+        "steps_succeeded": 1,  # fails the run, after the report, if a recipe step failed
+        "all": 1,
+    }
     assert bench_jobs(done.stdout) == {
         ("default", "convert.tflite"): 1, ("default", "quantize.int8"): 2,
         ("default", "convert.ncnn"): 1, ("default", "convert.mnn"): 3,
@@ -109,7 +114,10 @@ def test_full_tiny_run_reports_real_measurements(workdir):
     baseline = measured.loc["baseline"]
     assert (baseline["accuracy"] > 0.3).all() and not baseline.loc[["ncnn", "mnn"], "parity_failed"].any()
     assert measured.loc[("int8", "tflite"), "size_bytes"] < 0.5 * measured.loc[("baseline", "tflite"), "size_bytes"]
-    assert measured.loc[("baseline", "tflite"), "lineage"] == "train → convert.tflite"
+    # Each step with the params that differ from its defaults (profiles/ci's tiny training budget).
+    train = "train(batch_size=128, epochs=1)"
+    assert measured.loc[("baseline", "tflite"), "steps"] == f"{train} → convert.tflite"
+    assert measured.loc[("int8_float_io", "tflite"), "steps"] == f"{train} → quantize.int8(io=float)"
     # What cannot be built or trusted is said, not hidden.
     assert rows.loc[("int8", "ncnn"), "status"] == "unsupported"
     assert rows.loc[("int8", "ncnn"), "error"] == "convert.ncnn does not take a tflite model"
@@ -119,16 +127,18 @@ def test_full_tiny_run_reports_real_measurements(workdir):
 
 
 def test_each_record_ran_with_its_option_set_over_the_base_options(workdir):
-    measured = [(option_set, record) for option_set, record in records(workdir) if record["status"] == "ok"]
+    measured = [(option_set, record) for option_set, record in records(workdir) if record.status == "ok"]
     assert {option_set for option_set, _ in measured} == set(OPTION_SETS)
     for option_set, record in measured:
-        kind = record["format"]
+        assert record.option_set == option_set, record.artifact  # the record names the set it sits under
+        kind = record.format
         asked = {**BASE_OPTIONS.get(kind, {}), **OPTION_SETS[option_set].get(kind, {})}
-        assert record["settings"]["options"] == asked, record["artifact"]
-        # raw.options is what the runtime reports after loading, not what was asked for.
-        assert asked.items() <= record["raw"]["options"].items(), (option_set, record["artifact"])
+        assert record.options.requested == asked, record.artifact
+        assert record.options.honoured == sorted(asked), record.artifact
+        # options.reported is what the runtime reports after loading, not what was asked for.
+        assert asked.items() <= record.options.reported.items(), (option_set, record.artifact)
         if kind == "tflite":
-            assert (record["raw"]["delegated_nodes"] == 0) is (option_set == "no-xnnpack"), record["artifact"]
+            assert (record.raw["delegated_nodes"] == 0) is (option_set == "no-xnnpack"), record.artifact
 
 
 def test_report_names_the_option_set_and_the_fastest_setting(workdir):
@@ -166,7 +176,13 @@ def test_a_new_ncnn_option_set_times_only_the_ncnn_models(workdir):
         (workdir / "config/config.yaml").write_text(original)
     assert done.returncode == 0, done.stderr
     assert bench_jobs(done.stdout) == {("no-winograd", "convert.ncnn"): 1}
-    assert job_counts(done.stdout) == {"bench_device_localhost": 1, "report": 1, "all": 1}
+    assert job_counts(done.stdout) == {
+        "bench_device_localhost": 1,  # the baseline's ncnn model under the new set
+        "deployables": 1,  # its list now names the new record
+        "report": 1,
+        "steps_succeeded": 1,  # checks the new report
+        "all": 1,
+    }
 
 
 def test_changing_a_quantize_param_reruns_only_its_descendants(workdir):
@@ -175,8 +191,15 @@ def test_changing_a_quantize_param_reruns_only_its_descendants(workdir):
     write_config(workdir, cfg)
     done = snakemake(workdir, "-n")
     assert done.returncode == 0, done.stderr
-    # quantize.int8 itself, its MNN conversion, and their records: tflite with and without XNNPACK, mnn
-    assert job_counts(done.stdout) == {"compress": 1, "convert": 1, "bench_device_localhost": 3, "report": 1, "all": 1}
+    assert job_counts(done.stdout) == {
+        "compress": 1,  # quantize.int8 itself
+        "convert": 1,  # its MNN conversion
+        "bench_device_localhost": 3,  # their records: tflite with and without XNNPACK, mnn
+        "deployables": 1,  # the int8 recipe's artifacts moved to new paths
+        "report": 1,
+        "steps_succeeded": 1,
+        "all": 1,
+    }
 
 
 @pytest.mark.parametrize("bench, expected", [

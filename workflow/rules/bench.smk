@@ -7,6 +7,10 @@
 # threads-<n>.failed.json with the reason and its tag; the next run retries it.
 # Records sit under their option set ({options}, a name from bench.option_sets);
 # bench_settings hands the runner that set's name and options.
+# Every bench rule is a local rule: with a cluster executor (profiles/slurm) it still runs
+# in the snakemake process on the lab host, the machine that reaches the devices. So the
+# device_<name> resource and the per-user device locks keep holding there; a cluster
+# node could reach neither the devices nor the locks.
 
 for _device in DEVICES.values():
     if _device.resource not in workflow.global_resources:
@@ -15,10 +19,12 @@ for _device in DEVICES.values():
     rule:
         name:
             f"bench_{_device.resource}"
+        # Runs on the lab host, never submitted to a cluster (see the top of this file).
+        localrule: True
         input:
-            ARTIFACTS + "/{artifact}/artifact.json",
+            "results/artifacts/{artifact}/artifact.json",
         output:
-            f"{BENCH}/{_device.name}/{{artifact}}/{{options}}/threads-{{threads}}.json",
+            f"results/bench/{_device.name}/{{artifact}}/{{options}}/threads-{{threads}}.json",
         wildcard_constraints:
             artifact=r".+",
             options=OPTION_SET,
@@ -32,7 +38,7 @@ for _device in DEVICES.values():
         # Not a tuning knob: a benchmark on this host holds every core, so no training job skews it.
         threads: workflow.cores if _device.transport == "local" else 1
         log:
-            f"{LOGS}/bench/{_device.name}/{{artifact}}/{{options}}/threads-{{threads}}.log",
+            f"results/logs/bench/{_device.name}/{{artifact}}/{{options}}/threads-{{threads}}.log",
         conda:
             "../../environment.yml"
         shell:

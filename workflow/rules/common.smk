@@ -7,11 +7,6 @@ import sys
 from slimlab import option_sets, registry, workflow as slimlab_workflow
 from slimlab.errors import SlimlabError
 
-ARTIFACTS = "results/artifacts"
-BENCH = "results/bench"
-LOGS = "results/logs"
-REPORT = "results/report"
-
 try:
     slimlab_workflow.check_files(workflow.configfiles)
     EXPERIMENT = slimlab_workflow.check(config)
@@ -30,12 +25,12 @@ OPTION_SET = "|".join(re.escape(name) for name in config["bench"]["option_sets"]
 
 
 def sidecar(artifact):
-    return f"{ARTIFACTS}/{artifact}/artifact.json"
+    return f"results/artifacts/{artifact}/artifact.json"
 
 
 def step_json(wildcards):
     """The step payload for the artifact this job builds, as JSON for the CLI."""
-    artifact = "/".join(v for k, v in wildcards.items() if k in ("dataset", "parent", "step"))
+    artifact = os.path.join(*(v for k, v in wildcards.items() if k in ("dataset", "parent", "step")))
     try:
         return json.dumps(PLAN.step(artifact), sort_keys=True)
     except SlimlabError as exc:
@@ -49,7 +44,7 @@ def bench_records(device, artifact_format, artifact):
         return []
     threads = device.measurement.get("threads", config["bench"]["threads"])
     return [
-        f"{BENCH}/{device.name}/{artifact}/{option_set}/threads-{n}.json"
+        f"results/bench/{device.name}/{artifact}/{option_set}/threads-{n}.json"
         for option_set in option_sets.sets_for(config["bench"], artifact_format)
         for n in threads
     ]
@@ -63,8 +58,9 @@ def bench_settings(wildcards):
 
 
 def deployables():
-    """What the report reads: every deployable's sidecar and records, or why it has none."""
-    return [
+    """What the report and the nightly read: every deployable's sidecar and records, or why it has none;
+    and the inventory and bench settings the records were measured with."""
+    listed = [
         {"recipe": d.recipe, "format": d.format, "unsupported": d.unsupported}
         if d.artifact is None
         else {
@@ -75,3 +71,4 @@ def deployables():
         }
         for d in PLAN.deployables
     ]
+    return {"inventory": config["lab"]["inventory"], "bench": config["bench"], "deployables": listed}

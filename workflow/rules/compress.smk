@@ -5,16 +5,16 @@
 
 rule compress:
     input:
-        ARTIFACTS + "/{parent}/artifact.json",
+        "results/artifacts/{parent}/artifact.json",
     output:
-        ARTIFACTS + "/{parent}/{step}/artifact.json",
+        "results/artifacts/{parent}/{step}/artifact.json",
     wildcard_constraints:
         parent=r".+",
         step=COMPRESS_STEP,
     params:
         step=step_json,
     log:
-        LOGS + "/{parent}/{step}.log",
+        "results/logs/{parent}/{step}.log",
     conda:
         "../../environment.yml"
     shell:

@@ -2,13 +2,24 @@
 # The list of deployables goes to the report through a file (a long list would overflow
 # a command line). If the run fails (a device was down), onerror still writes the
 # report from what was measured, with the failures as rows.
+# The three rules below are local rules: with a cluster executor (profiles/slurm) they run
+# on the lab host, beside the bench jobs, and are never submitted. They are seconds of
+# pandas; a cluster job would only add queueing to the end of every run.
+
+
+localrules:
+    deployables,
+    report,
+    steps_succeeded,
 
 
 rule deployables:
     output:
-        REPORT + "/deployables.json",
+        "results/report/deployables.json",
     params:
         deployables=deployables(),
+    log:
+        "results/logs/deployables.log",
     run:
         from slimlab.atomic import write_json
 
@@ -17,19 +28,19 @@ rule deployables:
 
 rule report:
     input:
-        deployables=REPORT + "/deployables.json",
-        sidecars=[d["sidecar"] for d in deployables() if "sidecar" in d],
-        records=[r for d in deployables() for r in d.get("records", [])],
+        deployables="results/report/deployables.json",
+        sidecars=[d["sidecar"] for d in deployables()["deployables"] if "sidecar" in d],
+        records=[r for d in deployables()["deployables"] for r in d.get("records", [])],
     output:
-        parquet=REPORT + "/summary.parquet",
-        csv=report(REPORT + "/summary.csv", caption="../report/summary.rst", category="Summary"),
-        html=report(REPORT + "/summary.html", caption="../report/summary.rst", category="Summary"),
-        fastest=report(REPORT + "/fastest.csv", caption="../report/fastest.rst", category="Summary"),
-        plot=report(REPORT + "/accuracy_vs_latency.png", caption="../report/accuracy_vs_latency.rst", category="Plots"),
+        parquet="results/report/summary.parquet",
+        csv=report("results/report/summary.csv", caption="../report/summary.rst", category="Summary"),
+        html=report("results/report/summary.html", caption="../report/summary.rst", category="Summary"),
+        fastest=report("results/report/fastest.csv", caption="../report/fastest.rst", category="Summary"),
+        plot=report("results/report/accuracy_vs_latency.png", caption="../report/accuracy_vs_latency.rst", category="Plots"),
     params:
-        outdir=REPORT,
+        outdir=lambda wildcards, output: os.path.dirname(output.parquet),
     log:
-        LOGS + "/report.log",
+        "results/logs/report.log",
     conda:
         "../../environment.yml"
     shell:
@@ -39,18 +50,20 @@ rule report:
 # Fails the run, after the report is written, if a recipe step failed: cron and CI notice.
 rule steps_succeeded:
     input:
-        REPORT + "/summary.parquet",
+        "results/report/summary.parquet",
     output:
-        touch(REPORT + "/.steps_succeeded"),
+        touch("results/report/.steps_succeeded"),
+    log:
+        "results/logs/steps_succeeded.log",
     conda:
         "../../environment.yml"
     shell:
-        "slimlab failures --summary {input:q}"
+        "slimlab failures --summary {input:q} > {log:q} 2>&1"
 
 
 onerror:
-    if os.path.isfile(REPORT + "/deployables.json"):
-        shell(f"slimlab report --deployables {REPORT}/deployables.json --outdir {REPORT} || true")
+    if os.path.isfile(rules.deployables.output[0]):
+        shell("slimlab report --deployables {rules.deployables.output[0]:q} --outdir results/report || true")
 
 
 REPORT_FILES = [*rules.report.output, *rules.steps_succeeded.output]

@@ -6,14 +6,14 @@
 
 rule train:
     output:
-        ARTIFACTS + "/{dataset}/{step}/artifact.json",
+        "results/artifacts/{dataset}/{step}/artifact.json",
     wildcard_constraints:
         dataset=r"[^/]+",
         step=SOURCE_STEP,
     params:
         step=step_json,
     log:
-        LOGS + "/{dataset}/{step}.log",
+        "results/logs/{dataset}/{step}.log",
     conda:
         "../../environment.yml"
     shell:

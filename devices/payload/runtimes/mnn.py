@@ -3,27 +3,25 @@
 Only ``import MNN``: MNN.tools (telemetry and a run-time pip install) is never imported.
 """
 
-from slimlab_payload.runtime import Runtime, random_input, require
+from slimlab_payload.runtime import Runtime, random_input
 
-THREAD_NUMBER = 4  # MNN::Interpreter::SessionInfoCode::THREAD_NUMBER
+# MNN::Interpreter::SessionInfoCode
+MEMORY, FLOPS, THREAD_NUMBER = 0, 1, 4
 
 
 class Adapter(Runtime):
-    def __init__(self, np):
-        super().__init__(np)
-        self.mnn = require("MNN")
-        self.version = f"MNN {self.mnn.version()}"
+    module = "MNN"
 
     def load(self, files, threads, options):
         self.config = {"numThread": threads, "precision": "normal", "power": "normal", **options}
-        self.interpreter = self.mnn.Interpreter(files[0])
+        self.interpreter = self.lib.Interpreter(files[0])
         self.session = self.interpreter.createSession(self.config)
         self.input = self.interpreter.getSessionInput(self.session)
 
     def feed(self, rng, input_shape):
         shape = tuple(self.input.getShape())
         x = random_input(self.np, shape, self.np.float32, rng)
-        self.input.copyFrom(self.mnn.Tensor(shape, self.mnn.Halide_Type_Float, x, self.input.getDimensionType()))
+        self.input.copyFrom(self.lib.Tensor(shape, self.lib.Halide_Type_Float, x, self.input.getDimensionType()))
 
     def invoke(self):
         self.interpreter.runSession(self.session)
@@ -33,3 +31,9 @@ class Adapter(Runtime):
         info = self.interpreter.getSessionInfo(self.session, THREAD_NUMBER)
         threads = int(self.np.array([info], self.np.float32).view(self.np.int32)[0])
         return {"num_threads": threads, "precision": self.config["precision"], "power": self.config["power"]}
+
+    def observed(self):
+        return {"runtime_mflops": self.interpreter.getSessionInfo(self.session, FLOPS)}
+
+    def memory(self):
+        return {"runtime_mb": self.interpreter.getSessionInfo(self.session, MEMORY)}

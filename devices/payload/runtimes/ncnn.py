@@ -1,21 +1,18 @@
 """ncnn's Python binding, for ``ncnn`` models (a .param and a .bin, channel-first input)."""
 
-from slimlab_payload.runtime import PayloadError, Runtime, random_input, require
+from slimlab_payload.runtime import PayloadError, Runtime, random_input
 
 FLAGS = ("use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packed", "use_packing_layout",
          "use_winograd_convolution", "use_sgemm_convolution", "lightmode")
 
 
 class Adapter(Runtime):
-    def __init__(self, np):
-        super().__init__(np)
-        self.ncnn = require("ncnn")
-        self.version = f"ncnn {self.ncnn.__version__}"
+    module = "ncnn"
 
     def load(self, files, threads, options):
         if len(files) != 2:
             raise PayloadError(f"an ncnn model is a .param and a .bin file, got {len(files)} file(s)")
-        self.net = self.ncnn.Net()
+        self.net = self.lib.Net()
         # Options must be set before load_param: layers pick their kernels while loading.
         self.net.opt.num_threads = threads
         for name, value in options.items():
@@ -30,7 +27,7 @@ class Adapter(Runtime):
             raise PayloadError("ncnn param files carry no input shape: pass --input-shape (channel-first)")
         x = random_input(self.np, input_shape, self.np.float32, rng)
         # A batch-of-one Mat, cloned, as pnnx's generated <name>_ncnn.py feeds it.
-        self.mat = self.ncnn.Mat(x, batch_index=0).clone()
+        self.mat = self.lib.Mat(x, batch_index=0).clone()
 
     def invoke(self):
         # A fresh extractor per inference: an extractor caches blobs and would skip the work.

@@ -1,19 +1,16 @@
 """onnxruntime's CPU provider, for ``onnx`` models."""
 
-from slimlab_payload.runtime import Runtime, random_input, require
+from slimlab_payload.runtime import Runtime, random_input
 
 
 class Adapter(Runtime):
-    def __init__(self, np):
-        super().__init__(np)
-        self.ort = require("onnxruntime")
-        self.version = f"onnxruntime {self.ort.__version__}"
+    module = "onnxruntime"
 
     def load(self, files, threads, options):
-        self.session_options = self.ort.SessionOptions()
+        self.session_options = self.lib.SessionOptions()
         self.session_options.intra_op_num_threads = threads
         self.session_options.inter_op_num_threads = 1  # a plain chain of ops: parallelism is within each op
-        self.session = self.ort.InferenceSession(files[0], self.session_options, providers=["CPUExecutionProvider"])
+        self.session = self.lib.InferenceSession(files[0], self.session_options, providers=["CPUExecutionProvider"])
 
     def feed(self, rng, input_shape):
         types = {"tensor(float)": self.np.float32, "tensor(int8)": self.np.int8, "tensor(uint8)": self.np.uint8}

@@ -10,7 +10,7 @@ class Adapter(Runtime):
         super().__init__(np)
         for package in ("ai_edge_litert", "tflite_runtime", "tensorflow.lite.python"):
             try:
-                self.module = importlib.import_module(f"{package}.interpreter")
+                self.lib = importlib.import_module(f"{package}.interpreter")
             except ImportError:
                 continue
             top = importlib.import_module(package.split(".")[0])
@@ -20,10 +20,10 @@ class Adapter(Runtime):
 
     def load(self, files, threads, options):
         self.xnnpack = options.get("xnnpack", True)
-        resolver = self.module.OpResolverType
+        resolver = self.lib.OpResolverType
         # LiteRT applies XNNPACK as a default delegate; this resolver type leaves it out.
         kind = resolver.AUTO if self.xnnpack else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self.interpreter = self.module.Interpreter(model_path=files[0], num_threads=threads,
+        self.interpreter = self.lib.Interpreter(model_path=files[0], num_threads=threads,
                                                    experimental_op_resolver_type=kind)
         self.interpreter.allocate_tensors()
 

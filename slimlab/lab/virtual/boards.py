@@ -1,4 +1,4 @@
-"""Real OpenSSH "boards" for lab tests.
+"""Real OpenSSH "boards" on this host, for trying the lab and for its tests.
 
 Each board is an ``sshd`` with its own host key, client key and known_hosts.
 
@@ -48,7 +48,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 class LabUnavailable(RuntimeError):
-    """No sshd to run boards with: callers skip (tests.support.lab_unavailable)."""
+    """No sshd to run boards with: callers skip (the lab tests) or give up."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def detect_mode() -> LabMode:
 
 
 def _die_with_parent() -> None:
-    # If pytest is SIGKILLed, sshd must not outlive it (stale netns are swept later).
+    # If the process that started sshd is SIGKILLed, sshd must not outlive it (stale netns are swept later).
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -228,7 +228,7 @@ class Board:
                 "PasswordAuthentication no",
                 "KbdInteractiveAuthentication no",
                 "UsePAM no",
-                "StrictModes no",  # keys live in pytest's tmp dirs, not ~/.ssh
+                "StrictModes no",  # keys live in the board's own folder, not ~/.ssh
                 f'PidFile "{self.workdir / "sshd.pid"}"',
                 "Subsystem sftp internal-sftp",  # no dependence on sftp-server's path
                 "PrintMotd no",
@@ -330,7 +330,7 @@ class Board:
 
 @contextlib.contextmanager
 def _lab_lock() -> Iterator[None]:
-    """Serialise subnet allocation and sweeping between concurrent test runs."""
+    """Serialise subnet allocation and sweeping between concurrent runs."""
     with open(_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

@@ -1,27 +1,18 @@
-"""A device-side ADB daemon in pure Python, for tests that cannot have Android.
+"""A device-side ADB daemon in pure Python: an Android device without the hardware.
 
 ``AdbPeer`` listens on 127.0.0.1 and speaks the real ADB transport protocol
-(AOSP ``protocol.txt``), so the stock ``adb`` client and server can
+(:mod:`slimlab.lab.virtual.adb_wire`), so the stock ``adb`` client and server can
 ``adb connect 127.0.0.1:PORT`` to it and then ``shell``, ``push`` and ``pull``
 as they would against a phone reached over Wi-Fi.
 
-What is implemented
--------------------
-* Transport: 24-byte little-endian message headers, the ``CNXN`` handshake
-  without ``AUTH`` (the peer simply answers the host's ``CNXN``), and
-  ``OPEN``/``OKAY``/``WRTE``/``CLSE`` streams with ADB's one-write-in-flight
-  flow control. Any number of streams per connection and any number of
-  connections run concurrently (one thread per connection and per stream).
+Services
+--------
 * ``shell,v2,...:<cmd>`` (shell protocol v2: separate stdout/stderr and the
   exit code), ``shell:<cmd>`` (v1: stdout and stderr merged, no exit code) and
   ``exec:<cmd>`` (raw, like v1). ``pty`` requests are served as ``raw``: no
   terminal is allocated. An empty command starts an interactive ``/bin/sh``.
 * ``sync:`` with the classic requests ``STAT``, ``LIST``, ``SEND``, ``RECV``
-  and ``QUIT`` (AOSP ``SYNC.TXT``).
-
-Only the features in :data:`DEFAULT_FEATURES` are advertised; a feature such
-as ``stat_v2`` or ``sendrecv_v2`` would make the client switch to request
-types (``STA2``, ``SND2``...) that this peer does not speak.
+  and ``QUIT`` (AOSP ``SYNC.TXT``). Only :data:`DEFAULT_FEATURES` are advertised.
 
 The device's filesystem
 -----------------------
@@ -50,42 +41,41 @@ process group the peer started. ``start()`` (or ``restart()``) binds the same
 port again; the adb server reconnects by itself (adb 29 retries every 10 s)
 or at once after ``adb disconnect`` + ``adb connect``.
 
-Run ``python -m tests.lab.adb_peer --sandbox DIR --port N`` to use it by hand.
+Run ``python -m slimlab.lab.virtual.adb_device --sandbox DIR --port N`` to use it by hand.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import os
-import queue
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from slimlab.lab.virtual.adb_wire import (
+    SHELL_EXIT,
+    SHELL_HEADER,
+    SHELL_STDERR,
+    SHELL_STDOUT,
+    SYNC_DATA_MAX,
+    SYNC_DENT,
+    SYNC_HEADER,
+    SYNC_PATH_MAX,
+    SYNC_STAT,
+    Connection,
+    Stream,
+    feed_stdin,
+    pump_output,
+    receive_file_data,
+    sync_fail,
+)
+
 log = logging.getLogger(__name__)
-
-A_CNXN = 0x4E584E43
-A_OPEN = 0x4E45504F
-A_OKAY = 0x59414B4F
-A_CLSE = 0x45534C43
-A_WRTE = 0x45545257
-
-# 0x01000001 lets both sides skip the payload checksum; older peers need it.
-A_VERSION = 0x01000001
-A_VERSION_SKIP_CHECKSUM = 0x01000001
-MAX_PAYLOAD = 256 * 1024
-# Payloads the host may send us are bounded by our advertised MAX_PAYLOAD;
-# anything far beyond it means a broken stream, not a big message.
-_MAX_ACCEPTED_PAYLOAD = 1024 * 1024
-
-HEADER = struct.Struct("<6I")
 
 # shell_v2: separate stdout/stderr and a real exit code for `adb shell`.
 # fixed_push_mkdir: SEND creates missing parent directories. Without it (and
@@ -94,259 +84,6 @@ HEADER = struct.Struct("<6I")
 # Deliberately absent: "cmd" (this device has no `cmd` binary) and
 # stat_v2/ls_v2/sendrecv_v2* (their STA2/LIS2/SND2/RCV2 requests are not served).
 DEFAULT_FEATURES = ("shell_v2", "fixed_push_mkdir")
-
-# Shell protocol v2 packet ids (AOSP adb shell_protocol.h). Id 5, a window
-# size change, is ignored: no pty is ever allocated.
-SHELL_STDIN = 0
-SHELL_STDOUT = 1
-SHELL_STDERR = 2
-SHELL_EXIT = 3
-SHELL_CLOSE_STDIN = 4
-SHELL_HEADER = struct.Struct("<BI")
-
-SYNC_HEADER = struct.Struct("<4sI")
-SYNC_STAT = struct.Struct("<4sIII")
-SYNC_DENT = struct.Struct("<4sIIII")
-SYNC_DATA_MAX = 64 * 1024
-SYNC_PATH_MAX = 1024
-
-_OUTPUT_CHUNK = 64 * 1024
-
-
-class StreamClosed(Exception):
-    """The stream (or its whole connection) went away."""
-
-
-def _command_name(command: int) -> str:
-    return command.to_bytes(4, "little").decode("ascii", "replace")
-
-
-class _Stream:
-    """One ADB stream: an inbox for the host's WRTEs and a flow-controlled writer."""
-
-    def __init__(self, conn: _Connection, local_id: int, remote_id: int) -> None:
-        self.conn = conn
-        self.local_id = local_id
-        self.remote_id = remote_id
-        self._inbox: queue.Queue[bytes | None] = queue.Queue()
-        self._buffer = bytearray()
-        self._eof = False
-        # ADB allows one unacknowledged WRTE per direction; the device may
-        # write once right after its OKAY to the OPEN.
-        self._may_write = threading.Event()
-        self._may_write.set()
-        self._write_lock = threading.Lock()
-        self._closed = threading.Event()
-        self._close_lock = threading.Lock()
-        # Called once when the stream closes, from whichever side.
-        self.on_close: Callable[[], None] | None = None
-
-    # Called from the connection's reader thread.
-    def on_data(self, data: bytes) -> None:
-        self._inbox.put(data)
-
-    def on_okay(self) -> None:
-        self._may_write.set()
-
-    def on_remote_close(self) -> None:
-        self._mark_closed()
-
-    def _mark_closed(self) -> bool:
-        """Wake every waiter; False if the stream was already closed."""
-        with self._close_lock:
-            if self._closed.is_set():
-                return False
-            self._closed.set()
-        self._may_write.set()
-        self._inbox.put(None)
-        if self.on_close is not None:
-            self.on_close()
-        return True
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()
-
-    def read_chunk(self) -> bytes | None:
-        """The next WRTE payload, or None at end of stream.
-
-        The host's WRTE is acknowledged only now that it has been consumed,
-        which is what keeps a fast sender from piling data up in the inbox.
-        """
-        data = self._inbox.get()
-        if data is None:
-            return None
-        if not self.closed:
-            self.conn.send(A_OKAY, self.local_id, self.remote_id)
-        return data
-
-    def read_exact(self, size: int) -> bytes | None:
-        """Exactly ``size`` bytes, or None if the stream ends first."""
-        while len(self._buffer) < size and not self._eof:
-            chunk = self.read_chunk()
-            if chunk is None:
-                self._eof = True
-            else:
-                self._buffer += chunk
-        if len(self._buffer) < size:
-            return None
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    def write(self, data: bytes) -> None:
-        """Send ``data`` as WRTEs, waiting for the host's OKAY before each one."""
-        view = memoryview(data)
-        with self._write_lock:
-            for start in range(0, len(view), self.conn.max_payload):
-                self._may_write.wait()
-                if self.closed:
-                    raise StreamClosed(f"stream {self.local_id} is closed")
-                self._may_write.clear()
-                self.conn.send(A_WRTE, self.local_id, self.remote_id,
-                               bytes(view[start:start + self.conn.max_payload]))
-
-    def close(self) -> None:
-        """Close from the device side (idempotent)."""
-        if self._mark_closed():
-            self.conn.forget(self)
-            self.conn.send(A_CLSE, self.local_id, self.remote_id)
-
-
-class _Connection:
-    """One host connection: reads messages and dispatches them to streams."""
-
-    def __init__(self, peer: AdbPeer, sock: socket.socket) -> None:
-        self.peer = peer
-        self.sock = sock
-        self.version = A_VERSION
-        self.max_payload = MAX_PAYLOAD
-        self._send_lock = threading.Lock()
-        self._streams: dict[int, _Stream] = {}
-        self._streams_lock = threading.Lock()
-        self._ids = itertools.count(1)
-
-    def send(self, command: int, arg0: int, arg1: int, payload: bytes = b"") -> None:
-        # The sum is only checked by peers older than A_VERSION_SKIP_CHECKSUM.
-        checksum = sum(payload) if self.version < A_VERSION_SKIP_CHECKSUM else 0
-        header = HEADER.pack(command, arg0, arg1, len(payload), checksum, command ^ 0xFFFFFFFF)
-        with self._send_lock:
-            try:
-                self.sock.sendall(header + payload)
-            except OSError as exc:
-                # A dead socket also ends the reader thread, which closes streams.
-                raise StreamClosed(f"connection lost: {exc}") from exc
-
-    def _recv_exact(self, size: int) -> bytes | None:
-        data = bytearray()
-        while len(data) < size:
-            try:
-                chunk = self.sock.recv(size - len(data))
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            data += chunk
-        return bytes(data)
-
-    def _read_message(self) -> tuple[int, int, int, bytes] | None:
-        header = self._recv_exact(HEADER.size)
-        if header is None:
-            return None
-        command, arg0, arg1, length, checksum, magic = HEADER.unpack(header)
-        if magic != command ^ 0xFFFFFFFF or length > _MAX_ACCEPTED_PAYLOAD:
-            log.warning("bad message header %r; dropping the connection", header)
-            return None
-        payload = self._recv_exact(length) if length else b""
-        if payload is None:
-            return None
-        if self.version < A_VERSION_SKIP_CHECKSUM and sum(payload) != checksum:
-            log.warning("bad checksum on %s; dropping the connection", _command_name(command))
-            return None
-        return command, arg0, arg1, payload
-
-    def run(self) -> None:
-        try:
-            while (message := self._read_message()) is not None:
-                self._dispatch(*message)
-        except StreamClosed:
-            pass
-        finally:
-            self._shutdown()
-
-    def _dispatch(self, command: int, arg0: int, arg1: int, payload: bytes) -> None:
-        if command == A_CNXN:
-            self.version = min(arg0, A_VERSION)
-            self.max_payload = min(arg1, MAX_PAYLOAD)
-            log.debug("CNXN from host: version %#x, maxdata %d, %r", arg0, arg1, payload)
-            self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.peer.banner())
-        elif command == A_OPEN:
-            self._open(arg0, payload.rstrip(b"\0").decode("utf-8", "surrogateescape"))
-        elif command in (A_OKAY, A_WRTE, A_CLSE):
-            # arg0 is the host's id, arg1 ours. A 4-byte OKAY payload is the
-            # delayed-ack window of newer adb; as we never advertise
-            # delayed_ack, any OKAY just permits the next write.
-            with self._streams_lock:
-                stream = self._streams.get(arg1)
-                if command == A_CLSE and stream is not None:
-                    del self._streams[arg1]
-            if stream is None:
-                return  # e.g. the host's CLSE answering ours
-            if command == A_OKAY:
-                stream.on_okay()
-            elif command == A_WRTE:
-                stream.on_data(payload)
-            else:
-                stream.on_remote_close()
-        else:
-            # AUTH/STLS are never requested by us; SYNC is obsolete.
-            log.warning("ignoring unexpected %s message", _command_name(command))
-
-    def _open(self, remote_id: int, service: str) -> None:
-        handler = self.peer.service_handler(service)
-        if handler is None:
-            log.info("refusing unknown service %r", service)
-            self.send(A_CLSE, 0, remote_id)
-            return
-        stream = _Stream(self, next(self._ids), remote_id)
-        with self._streams_lock:
-            self._streams[stream.local_id] = stream
-        log.debug("OPEN %r as stream %d", service, stream.local_id)
-        self.send(A_OKAY, stream.local_id, remote_id)
-        threading.Thread(target=self._serve, args=(handler, stream),
-                         name=f"adb-peer-stream-{stream.local_id}", daemon=True).start()
-
-    @staticmethod
-    def _serve(handler: Callable[[_Stream], None], stream: _Stream) -> None:
-        try:
-            handler(stream)
-        except StreamClosed:
-            pass
-        finally:
-            try:
-                stream.close()
-            except StreamClosed:
-                pass
-
-    def forget(self, stream: _Stream) -> None:
-        with self._streams_lock:
-            self._streams.pop(stream.local_id, None)
-
-    def close(self) -> None:
-        """Drop the connection; the reader thread then closes every stream."""
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already disconnected
-
-    def _shutdown(self) -> None:
-        with self._streams_lock:
-            streams = list(self._streams.values())
-            self._streams.clear()
-        for stream in streams:
-            stream.on_remote_close()
-        self.sock.close()
-        self.peer.forget(self)
 
 
 class AdbPeer:
@@ -358,7 +95,7 @@ class AdbPeer:
         self.features = tuple(features)
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
-        self._connections: dict[_Connection, threading.Thread] = {}
+        self._connections: dict[Connection, threading.Thread] = {}
         # Process groups of every command run since start(), background jobs
         # included: stop() kills them all, like switching the device off.
         self._process_groups: set[int] = set()
@@ -435,7 +172,7 @@ class AdbPeer:
             except OSError:
                 return  # stop() shut the listener down
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Connection(self, sock)
+            conn = Connection(self, sock)
             thread = threading.Thread(target=conn.run, name=f"adb-peer-conn-{sock.fileno()}", daemon=True)
             with self._lock:
                 if self._listener is not listener:
@@ -444,13 +181,13 @@ class AdbPeer:
                 self._connections[conn] = thread
             thread.start()
 
-    def forget(self, conn: _Connection) -> None:
+    def forget(self, conn: Connection) -> None:
         with self._lock:
             self._connections.pop(conn, None)
 
     # -- services ----------------------------------------------------------
 
-    def service_handler(self, service: str) -> Callable[[_Stream], None] | None:
+    def service_handler(self, service: str) -> Callable[[Stream], None] | None:
         """The callable serving ``service`` on a stream, or None if unsupported."""
         name, sep, command = service.partition(":")
         if not sep:
@@ -478,7 +215,7 @@ class AdbPeer:
                    TMPDIR=str(self.sandbox / "data" / "local" / "tmp"))
         return env
 
-    def _run_command(self, stream: _Stream, command: str, shell_v2: bool) -> None:
+    def _run_command(self, stream: Stream, command: str, shell_v2: bool) -> None:
         argv = ["/bin/sh", "-c", command] if command else ["/bin/sh"]
         proc = subprocess.Popen(
             argv, cwd=self.sandbox, env=self._command_env(),
@@ -499,11 +236,11 @@ class AdbPeer:
             outputs = [(proc.stdout, SHELL_STDOUT)]
             if shell_v2:
                 outputs.append((proc.stderr, SHELL_STDERR))
-            pumps = [threading.Thread(target=_pump_output, args=(pipe, stream, packet_id if shell_v2 else None),
+            pumps = [threading.Thread(target=pump_output, args=(pipe, stream, packet_id if shell_v2 else None),
                                       daemon=True) for pipe, packet_id in outputs]
             for pump in pumps:
                 pump.start()
-            threading.Thread(target=_feed_stdin, args=(stream, proc, shell_v2), daemon=True).start()
+            threading.Thread(target=feed_stdin, args=(stream, proc, shell_v2), daemon=True).start()
             for pump in pumps:
                 pump.join()
             if stream.closed:
@@ -521,13 +258,13 @@ class AdbPeer:
                 if pipe is not None:
                     pipe.close()
 
-    def _serve_sync(self, stream: _Stream) -> None:
+    def _serve_sync(self, stream: Stream) -> None:
         while (header := stream.read_exact(SYNC_HEADER.size)) is not None:
             request, length = SYNC_HEADER.unpack(header)
             if request == b"QUIT":
                 return
             if request not in (b"STAT", b"LIST", b"SEND", b"RECV") or length > SYNC_PATH_MAX:
-                _sync_fail(stream, f"unsupported sync request {request!r} (length {length})")
+                sync_fail(stream, f"unsupported sync request {request!r} (length {length})")
                 return
             raw_path = stream.read_exact(length)
             if raw_path is None:
@@ -544,7 +281,7 @@ class AdbPeer:
             elif not self._sync_recv(stream, path):
                 return
 
-    def _sync_stat(self, stream: _Stream, path: str) -> None:
+    def _sync_stat(self, stream: Stream, path: str) -> None:
         # Like adbd: lstat, and all zeros (mode 0) when the path is missing.
         try:
             st = os.lstat(self.device_path(path))
@@ -553,7 +290,7 @@ class AdbPeer:
             reply = SYNC_STAT.pack(b"STAT", 0, 0, 0)
         stream.write(reply)
 
-    def _sync_list(self, stream: _Stream, path: str) -> None:
+    def _sync_list(self, stream: Stream, path: str) -> None:
         directory = self.device_path(path)
         reply = bytearray()
         try:
@@ -571,7 +308,7 @@ class AdbPeer:
         reply += SYNC_DENT.pack(b"DONE", 0, 0, 0, 0)
         stream.write(bytes(reply))
 
-    def _sync_send(self, stream: _Stream, spec: str) -> bool:
+    def _sync_send(self, stream: Stream, spec: str) -> bool:
         """Receive one file; False if the stream must end (as adbd does on error)."""
         path, sep, mode_text = spec.rpartition(",")
         if not sep:
@@ -579,10 +316,10 @@ class AdbPeer:
         try:
             mode = int(mode_text)
         except ValueError:
-            _sync_fail(stream, f"bad SEND mode in {spec!r}")
+            sync_fail(stream, f"bad SEND mode in {spec!r}")
             return False
         if not stat.S_ISREG(mode):
-            _sync_fail(stream, f"only regular files can be pushed, got mode {mode:o}")
+            sync_fail(stream, f"only regular files can be pushed, got mode {mode:o}")
             return False
         target = self.device_path(path)
         try:
@@ -591,12 +328,12 @@ class AdbPeer:
             target.unlink(missing_ok=True)
             out = open(target, "wb")
         except OSError as exc:
-            _sync_fail(stream, f"cannot create {path}: {exc.strerror}")
+            sync_fail(stream, f"cannot create {path}: {exc.strerror}")
             return False
         mtime = None
         try:
             with out:
-                mtime = _receive_file_data(stream, out)
+                mtime = receive_file_data(stream, out)
         finally:
             if mtime is None:
                 target.unlink(missing_ok=True)  # no half-pushed files left behind
@@ -607,11 +344,11 @@ class AdbPeer:
         stream.write(SYNC_HEADER.pack(b"OKAY", 0))
         return True
 
-    def _sync_recv(self, stream: _Stream, path: str) -> bool:
+    def _sync_recv(self, stream: Stream, path: str) -> bool:
         try:
             source = open(self.device_path(path), "rb")
         except OSError as exc:
-            _sync_fail(stream, f"cannot open {path}: {exc.strerror}")
+            sync_fail(stream, f"cannot open {path}: {exc.strerror}")
             return False
         with source:
             # Batch many DATA records into each WRTE: every WRTE costs a round trip.
@@ -624,63 +361,6 @@ class AdbPeer:
             batch += SYNC_HEADER.pack(b"DONE", 0)
             stream.write(bytes(batch))
         return True
-
-
-def _receive_file_data(stream: _Stream, out) -> int | None:
-    """Copy SEND's DATA records to ``out``; the mtime from DONE, or None on failure."""
-    while (header := stream.read_exact(SYNC_HEADER.size)) is not None:
-        request, length = SYNC_HEADER.unpack(header)
-        if request == b"DONE":
-            return length
-        if request != b"DATA" or length > SYNC_DATA_MAX:
-            _sync_fail(stream, f"unexpected {request!r} (length {length}) in SEND")
-            return None
-        data = stream.read_exact(length)
-        if data is None:
-            return None
-        out.write(data)
-    return None
-
-
-def _sync_fail(stream: _Stream, message: str) -> None:
-    log.info("sync FAIL: %s", message)
-    encoded = message.encode()
-    stream.write(SYNC_HEADER.pack(b"FAIL", len(encoded)) + encoded)
-
-
-def _pump_output(pipe, stream: _Stream, packet_id: int | None) -> None:
-    """Copy a process's output to the stream, framed as shell v2 packets if packet_id is set."""
-    try:
-        while chunk := pipe.read1(_OUTPUT_CHUNK):
-            if packet_id is not None:
-                chunk = SHELL_HEADER.pack(packet_id, len(chunk)) + chunk
-            stream.write(chunk)
-    except StreamClosed:
-        pass  # the host hung up; the stream's on_close kills the process
-
-
-def _feed_stdin(stream: _Stream, proc: subprocess.Popen, shell_v2: bool) -> None:
-    """Forward the host's input to the process until either side ends."""
-    try:
-        if shell_v2:
-            while (header := stream.read_exact(SHELL_HEADER.size)) is not None:
-                packet_id, length = SHELL_HEADER.unpack(header)
-                payload = stream.read_exact(length)
-                if payload is None:
-                    break
-                if packet_id == SHELL_STDIN:
-                    proc.stdin.write(payload)
-                    proc.stdin.flush()
-                elif packet_id == SHELL_CLOSE_STDIN:
-                    proc.stdin.close()
-        else:
-            while (chunk := stream.read_chunk()) is not None:
-                proc.stdin.write(chunk)
-                proc.stdin.flush()
-    except (OSError, ValueError):
-        pass  # the process exited (broken pipe) or stdin is already closed
-    except StreamClosed:
-        pass  # the connection died; the stream's on_close kills the process
 
 
 def _kill_group(pgid: int) -> None:

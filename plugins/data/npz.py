@@ -1,0 +1,55 @@
+"""npz: your own arrays in a NumPy ``.npz`` file, with an optional separate test file.
+
+``{name: npz, params: {path: data/train.npz, x_key: x, y_key: y, test_path: data/test.npz}}``.
+Images are (N, H, W, C) or (N, H, W) numbers, labels whole numbers from 0. ``scale``
+multiplies the images (e.g. ``1/255`` for uint8 pixels); nothing else is changed.
+Without ``test_path`` the test split comes out of ``path`` by ``test_fraction``.
+"""
+
+import numpy as np
+from pydantic import Field
+
+from slimlab import hookimpl
+from slimlab.data import Dataset, DatasetParams
+from slimlab.errors import ConfigError
+from slimlab.kit.files import content_sha256, existing
+
+
+class NpzParams(DatasetParams):
+    path: str = Field(min_length=1, description="the .npz file (relative to the working directory)")
+    x_key: str = Field("x", min_length=1, description="the array of images")
+    y_key: str = Field("y", min_length=1, description="the array of labels")
+    test_path: str | None = Field(None, min_length=1, description="a second .npz holding the test split")
+    scale: float = Field(1.0, gt=0, le=1e6, description="images are multiplied by this (1/255 for uint8)")
+
+
+def read(path: str, params: NpzParams) -> tuple[np.ndarray, np.ndarray]:
+    where = f"dataset.params: {path}"
+    try:
+        loaded = np.load(existing(path, "dataset.params"), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file holds one bare array
+            raise ConfigError(f"{where}: a single array (.npy), not an .npz holding {params.x_key!r} and {params.y_key!r}")
+        with loaded as arrays:
+            missing = [key for key in (params.x_key, params.y_key) if key not in arrays.files]
+            if missing:
+                raise ConfigError(f"{where}: no array {missing[0]!r}; it holds {', '.join(arrays.files)}")
+            x, y = arrays[params.x_key], arrays[params.y_key]
+    except (OSError, ValueError, EOFError) as exc:  # not a zip, truncated, or an object array
+        raise ConfigError(f"{where}: cannot read it as .npz ({exc})") from None
+    # Non-numbers are left for the data checks to name; scaling them would fail with numpy's message.
+    return (x.astype(np.float32) * np.float32(params.scale) if np.issubdtype(x.dtype, np.number) else x), y
+
+
+def load_npz(params: NpzParams):
+    """Images and labels from .npz files."""
+    train = read(params.path, params)
+    return train if params.test_path is None else (*train, *read(params.test_path, params))
+
+
+def digest(params) -> str:
+    return content_sha256(params.path, params.test_path, what="dataset.params")
+
+
+@hookimpl
+def register_datasets(register):
+    register(Dataset("npz", load_npz, NpzParams, digest))

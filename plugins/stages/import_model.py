@@ -1,0 +1,133 @@
+"""import: start a recipe from a model you already have, instead of training one.
+
+``import: {path: models/classifier.keras}`` takes:
+
+- a Keras 3 ``.keras`` file (the default save format of current TensorFlow), rebuilt as a
+  tf_keras model layer by layer (:mod:`slimlab.kit.keras3`), so that every Keras stage
+  works on it; a layer that cannot come through is refused by name, with what to do;
+- a tf_keras ``.keras`` or ``.h5`` file, or a SavedModel folder;
+- a ``.tflite`` or an ``.onnx`` file, which can be measured, converted where the
+  converters allow, and benchmarked (Keras-only stages refuse them when the config loads).
+
+The file's sha256 is part of the step's identity: a changed file reruns everything below
+it, and nothing else. A Keras 3 file with a layer tf_keras cannot reproduce is refused
+when the config loads. The model is checked against the data set when the artifact is
+built: its input shape (NHWC, the data's, fixed but for the batch), a float input, and, if
+you give ``input_range``, that the data's values lie in it; and that it runs on the data
+and gives one logit per class. A mismatch is one line; nothing is transposed or rescaled
+behind your back.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from slimlab import formats, hookimpl
+from slimlab.errors import ArtifactError, ConfigError
+from slimlab.kit import keras3
+from slimlab.kit.files import content_sha256, existing
+from slimlab.stages import Stage, StageParams
+
+SUFFIXES = {".keras": "keras", ".h5": "keras", ".hdf5": "keras", ".tflite": "tflite", ".onnx": "onnx"}
+
+
+class ImportParams(StageParams):
+    path: str = Field(min_length=1, description="the model file, or a SavedModel folder (relative to the working directory)")
+    input_range: tuple[float, float] | None = Field(
+        None, description="the input values the model expects, e.g. [0, 1] or [-1, 1]; the data must lie within")
+
+    @field_validator("path")
+    @classmethod
+    def _importable(cls, path: str) -> str:
+        """A known kind of file; a Keras 3 archive is checked layer by layer now, from its config alone."""
+        if model_format(path) == "keras" and Path(path).is_file() and Path(path).suffix.lower() == ".keras":
+            try:
+                keras3.importable_config(path)
+            except ArtifactError as exc:
+                raise ValueError(str(exc)) from None
+        return path
+
+    @model_validator(mode="after")
+    def _ordered_range(self):
+        if self.input_range is not None and self.input_range[0] >= self.input_range[1]:
+            raise ValueError(f"input_range: {list(self.input_range)} is not [low, high]")
+        return self
+
+
+def model_format(path: str) -> str:
+    """The format a model file is imported as, from its name (a folder is a SavedModel, whatever its name)."""
+    suffix = Path(path).suffix.lower()
+    if Path(path).is_dir() or not suffix:
+        return "keras"
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
+    raise ValueError(f"cannot tell the format of {path!r}: give a .keras, .h5, .tflite or .onnx file, "
+                     "or a SavedModel folder")
+
+
+def load(path: Path, kind: str):
+    """The model in slimlab's in-memory form for ``kind``: a tf_keras model, or the file's bytes."""
+    if kind != "keras":
+        data = path.read_bytes()
+        try:
+            formats.get(kind).check(data)
+        except Exception as exc:  # each runtime raises its own kinds for a bad file; the file is named either way
+            raise ArtifactError(f"import: {path} is not a valid {kind} model: {keras3.one_line(exc)}") from None
+        return data
+    return keras3.load_any_keras(path)
+
+
+def check_input(spec: dict, splits, params: ImportParams, path: Path) -> None:
+    """The model's input fits the data as it is: shape, dtype and (if declared) value range."""
+    expected = [None, *splits.input_shape]
+    shape = spec["shape"]
+    if len(shape) != len(expected) or any(m not in (None, d) for m, d in zip(shape[1:], expected[1:])):
+        hint = ""
+        if len(shape) == 4 and shape[1] == expected[-1] and list(shape[2:]) == expected[1:3]:
+            hint = "; the model is channel-first (NCHW) and the data is NHWC: export the model with NHWC input"
+        raise ConfigError(f"import: {path} takes input {shape}, the data set gives {expected}{hint}")
+    if None in shape[1:]:
+        raise ConfigError(f"import: {path} takes input {shape}, with free dimensions besides the batch; export it "
+                          f"with the fixed input shape {expected}, which every format and device can then run")
+    if not np.issubdtype(np.dtype(spec["dtype"]), np.floating):
+        raise ConfigError(f"import: {path} takes {spec['dtype']} input; import its float model (quantize it with "
+                          "a quantize.* step), since slimlab feeds the data as float")
+    low, high = splits.value_range
+    if params.input_range is not None and (low < params.input_range[0] or high > params.input_range[1]):
+        raise ConfigError(f"import: the data's values run from {low:g} to {high:g}, outside the model's "
+                          f"input_range {list(params.input_range)}; set the data set's scaling to match")
+
+
+def check_output(fmt, model, splits, path: Path) -> None:
+    """The model runs on the data's images and gives one logit per class of the data set."""
+    x = splits.x_val[:2]
+    try:
+        logits = np.asarray(fmt.predict(model, x))
+    except Exception as exc:  # each runtime raises its own kinds; the file is named either way
+        raise ArtifactError(f"import: {path} does not run on the data set's images: {keras3.one_line(exc)}") from None
+    if logits.shape != (len(x), splits.num_classes):
+        raise ConfigError(f"import: {path} gives outputs of shape {[None, *logits.shape[1:]]} for a batch; the data set "
+                          f"has {splits.num_classes} classes, so slimlab reads one output of shape "
+                          f"[None, {splits.num_classes}] (the logits)")
+
+
+def import_model(_, params: ImportParams, ctx):
+    """Start from a model file: Keras 3 or tf_keras .keras/.h5, SavedModel, .tflite or .onnx."""
+    path = existing(params.path, "import.path")
+    kind = model_format(params.path)
+    fmt = formats.get(kind)
+    model = load(path, kind)
+    spec = fmt.input_spec(model)
+    check_input(spec, ctx.splits, params, path)
+    check_output(fmt, model, ctx.splits, path)
+    ctx.record(imported={"path": str(path), "format": kind, "input": spec,
+                         "sha256": content_sha256(path, what="import.path")})
+    return model
+
+
+@hookimpl
+def register_stages(register):
+    register(Stage("import", import_model, ImportParams, inputs=(),
+                   output=lambda params: model_format(params.path),
+                   reads=lambda params: content_sha256(params.path, what="import.path")))

@@ -1,0 +1,301 @@
+"""The nightly device regression: build, measure, compare with the accepted baseline, and say so.
+
+``slimlab nightly run`` does, in one working directory:
+
+1. takes the nightly lock (a second nightly exits 2, naming the process that holds it),
+   and clears a Snakemake lock that a killed run left behind, once it has made sure no
+   Snakemake process works in this directory (it logs that it did);
+2. runs the workflow (``snakemake --profile ...``), which builds the recipes and records
+   every benchmark on every reachable device;
+3. for every series (recipe, format, device, option set, threads) with an accepted
+   baseline, times the baseline artifact and the candidate side by side on the device,
+   in alternating rounds, and decides with :mod:`slimlab.lab.verdict` (an ``unsure``
+   series is measured once more before it is reported); accuracy and size are
+   compared exactly;
+4. appends every series to the history store (:mod:`slimlab.lab.history`);
+5. writes ``verdict.md`` and ``verdict.json``; every number links to its record.
+
+Exit codes: 0 ok, 1 a regression, 2 an infrastructure failure (a series that should
+have a record and has none, a device that failed, a lock held by a live run).
+``slimlab nightly accept --reason ...`` makes the current artifacts the baseline and
+appends who, when and why to ``audit.log``.
+"""
+
+import datetime as dt
+import fcntl
+import getpass
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from slimlab import registry, report
+from slimlab.artifacts import Artifact, read_sidecar
+from slimlab.atomic import write_bytes, write_json
+from slimlab.errors import ArtifactError, DeviceError, SlimlabError
+from slimlab.lab import history, verdict
+from slimlab.lab.context import throttled
+from slimlab.lab.devices import load_inventory
+from slimlab.lab.lock import device_lock, lock_dir
+from slimlab.records import BenchRecord, load
+
+log = logging.getLogger(__name__)
+EXIT_OK, EXIT_REGRESSION, EXIT_INFRA = 0, 1, 2
+SERIES_KEYS = ("recipe", "format", "device", "option_set", "threads")
+
+
+class Busy(SlimlabError):
+    """Another run holds this directory."""
+
+
+@contextmanager
+def nightly_lock(state: Path):
+    """Hold ``state/nightly.lock``; a second nightly in the same place fails at once, naming the first."""
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "nightly.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise Busy(f"another nightly is running here: {lock.read().strip() or 'unknown process'}") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {platform.node()} since {now()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def snakemake_processes(workdir: Path) -> list[int]:
+    """Live processes running Snakemake with ``workdir`` as their working directory (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue  # gone, or not ours to inspect
+        if b"snakemake" in cmdline and cwd == workdir.resolve():
+            found.append(int(entry.name))
+    return found
+
+
+def recover_snakemake_lock(workdir: Path, snakemake: list[str]) -> bool:
+    """Clear a lock a killed Snakemake left behind; refuse (Busy) while a Snakemake still runs here."""
+    locks = workdir / ".snakemake" / "locks"
+    if not locks.is_dir() or not any(locks.iterdir()):
+        return False
+    running = snakemake_processes(workdir)
+    if running:
+        raise Busy(f"{workdir} is locked by a running Snakemake (pid {', '.join(map(str, running))})")
+    subprocess.run([*snakemake, "--unlock"], cwd=workdir, capture_output=True, check=True)
+    log.warning("recovered: removed the Snakemake lock a killed run left in %s (no Snakemake process runs there)",
+                locks)
+    return True
+
+
+def series_key(row) -> str:
+    return "|".join(str(row[key]) for key in SERIES_KEYS)
+
+
+def expected_series(plan: dict) -> list[dict]:
+    """Every (deployable, record) the workflow should have measured."""
+    found = []
+    for item in plan["deployables"]:
+        for path in item.get("records", []):
+            found.append({"recipe": item["recipe"], "format": item["format"], "sidecar": item["sidecar"],
+                          "record": path})
+    return found
+
+
+class Baseline:
+    """The accepted artifacts, copied by sha256 under ``state/baseline/``, and the audit trail."""
+
+    def __init__(self, state: Path):
+        self.root = state / "baseline"
+        self.index = state / "baseline.json"
+        self.audit = state / "audit.log"
+
+    def load(self) -> dict:
+        if not self.index.is_file():
+            return {}
+        try:
+            return json.loads(self.index.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{self.index}: not a valid baseline ({exc}); accept a new one") from None
+
+    def accept(self, plan: dict, reason: str, run_id: str | None) -> dict:
+        artifacts = {}
+        for item in plan["deployables"]:
+            if "sidecar" not in item or read_sidecar(item["sidecar"]).status != "ok":
+                continue
+            source = Artifact.load(item["sidecar"])
+            target = self.root / source.sha256
+            if not target.is_dir():
+                shutil.copytree(source.dir, target.with_name(target.name + ".part"), dirs_exist_ok=True)
+                target.with_name(target.name + ".part").rename(target)
+            artifacts[f"{item['recipe']}|{item['format']}"] = {"sidecar": str(target / "artifact.json"),
+                                                               "sha256": source.sha256}
+        who = f"{getpass.getuser()}@{platform.node()}"
+        accepted = {"accepted": now(), "by": who, "reason": reason, "run": run_id, "artifacts": artifacts}
+        write_json(self.index, accepted)
+        with open(self.audit, "a") as audit:
+            audit.write(json.dumps({"when": accepted["accepted"], "who": who, "why": reason, "run": run_id,
+                                    "artifacts": len(artifacts)}) + "\n")
+        return accepted
+
+
+class Measurer:
+    """Side-by-side timings of baseline and candidate artifacts on the devices of one inventory."""
+
+    def __init__(self, inventory: dict, rounds: int, thresholds: verdict.Thresholds, lock_wait_s: float = 3600):
+        self.inventory, self.rounds, self.thresholds, self.lock_wait_s = inventory, rounds, thresholds, lock_wait_s
+
+    def _rounds(self, candidate: Artifact, baseline: Artifact, record: BenchRecord, rounds: int) -> dict:
+        device = self.inventory[record.device]
+        settings = {**record.settings, "options": {record.format: record.options.requested}}
+        transport = registry.transports()[device.transport](device)
+        try:
+            with device_lock(transport.physical_id, lock_dir(), self.lock_wait_s):
+                runner = registry.runners()[device.runner](device, transport)
+                return runner.compare(candidate, baseline, record.threads, settings, rounds)
+        finally:
+            transport.close()
+
+    def compare(self, candidate: Artifact, baseline: Artifact, record: BenchRecord) -> tuple[verdict.Comparison, dict]:
+        """An ``unsure`` answer is measured once more, with twice the rounds, before it stands."""
+        rounds = self.rounds
+        for _ in range(2):
+            raw = self._rounds(candidate, baseline, record, rounds)
+            result = verdict.compare([r["baseline"] for r in raw["rounds"]], [r["candidate"] for r in raw["rounds"]],
+                                     self.thresholds, throttled=raw.get("context") is not None
+                                     and throttled(raw["context"]))
+            if result.verdict != verdict.UNSURE:
+                break
+            rounds *= 2
+        return result, raw
+
+
+def exact_changes(candidate, baseline) -> tuple[str, list[str]]:
+    """Accuracy and size compared exactly: a lower accuracy or a larger file is a regression."""
+    notes, worse = [], False
+    for split, value in candidate.info.accuracy.items():
+        before = baseline.info.accuracy.get(split)
+        if before is not None and value != before:
+            notes.append(f"{split} accuracy {before:.4f} → {value:.4f}")
+            worse |= value < before
+    if candidate.info.size.bytes != baseline.info.size.bytes:
+        notes.append(f"size {baseline.info.size.bytes:,} → {candidate.info.size.bytes:,} bytes")
+        worse |= candidate.info.size.bytes > baseline.info.size.bytes
+    return (verdict.REGRESSION if worse else verdict.OK), notes
+
+
+def evaluate(series: dict, accepted: dict, measurer: Measurer, run_dir: Path) -> dict:
+    """One series' row: its verdict, numbers and the files they came from."""
+    row = {"recipe": series["recipe"], "format": series["format"], "record": series["record"]}
+    record_path = Path(series["record"])
+    if not record_path.is_file():
+        return {**row, "status": "missing", "reason": "the run produced no record (see its .failed.json)"}
+    record = load(BenchRecord, record_path, "bench record")
+    row.update(device=record.device, option_set=record.option_set, threads=record.threads,
+               median_ms=record.latency.median_ms if record.latency else None, runtime=record.runtime,
+               cpu=record.raw.get("cpu"), machine=record.raw.get("machine"))
+    base = accepted.get("artifacts", {}).get(f"{series['recipe']}|{series['format']}")
+    if record.status != "ok" or base is None:
+        return {**row, "status": "new" if record.status == "ok" else "missing",
+                "reason": "no accepted baseline yet" if record.status == "ok" else record.error}
+    candidate, baseline = Artifact.load(series["sidecar"]), Artifact.load(base["sidecar"])
+    exact, notes = exact_changes(candidate, baseline)
+    row.update(accuracy=candidate.info.accuracy["test"], baseline_accuracy=baseline.info.accuracy["test"],
+               size_bytes=candidate.info.size.bytes, baseline_size_bytes=baseline.info.size.bytes)
+    try:
+        result, raw = measurer.compare(candidate, baseline, record)
+    except DeviceError as exc:
+        return {**row, "status": "infra", "reason": str(exc)}
+    samples = run_dir / "compare" / f"{hashlib.sha256(series_key(row).encode()).hexdigest()[:16]}.json"
+    write_json(samples, {"series": {k: row[k] for k in SERIES_KEYS}, "raw": raw, "comparison": result.as_dict()})
+    status = verdict.REGRESSION if exact == verdict.REGRESSION else result.verdict
+    return {**row, **{f"latency_{k}": v for k, v in result.as_dict().items() if k != "reason"},
+            "status": status, "reason": "; ".join([result.reason, *notes]), "samples": str(samples)}
+
+
+def exit_code(rows: list[dict]) -> int:
+    statuses = {row["status"] for row in rows}
+    if statuses & {"missing", "infra"}:
+        return EXIT_INFRA
+    return EXIT_REGRESSION if verdict.REGRESSION in statuses else EXIT_OK
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    counts = {status: sum(row["status"] == status for row in rows) for status in sorted({r["status"] for r in rows})}
+    lines = [f"# slimlab nightly {meta['run']}", "",
+             f"{meta['time']} · commit {meta['commit'] or 'unknown'} · config {meta['config_sha256'][:12]} · "
+             f"baseline accepted {meta['baseline'] or 'never'}", "",
+             ", ".join(f"**{n} {status}**" for status, n in counts.items()), "",
+             "| status | recipe | format | device | set | threads | ratio | interval | ms | record | reason |",
+             "|---|---|---|---|---|---|---:|---|---:|---|---|"]
+    order = {"infra": 0, "missing": 1, "regression": 2, "unsure": 3, "improvement": 4, "new": 5, "ok": 6}
+    for row in sorted(rows, key=lambda r: (order.get(r["status"], 9), series_key_text(r))):
+        ratio = row.get("latency_ratio")
+        numbers = (f"[{ratio:.3f}]({row['samples']})", f"{row['latency_low']:.3f}–{row['latency_high']:.3f}") \
+            if ratio is not None else ("", "")
+        median = f"{row['median_ms']:.4g}" if row.get("median_ms") is not None else ""
+        lines.append(f"| {row['status']} | {row['recipe']} | {row['format']} | {row.get('device', '')} | "
+                     f"{row.get('option_set', '')} | {row.get('threads', '')} | {numbers[0]} | {numbers[1]} | "
+                     f"{median} | [record]({row['record']}) | {row.get('reason', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def series_key_text(row: dict) -> str:
+    return "|".join(str(row.get(key, "")) for key in SERIES_KEYS)
+
+
+def git_commit(workdir: Path) -> str | None:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def run(workdir: Path, state: Path, snakemake: list[str], rounds: int, thresholds: verdict.Thresholds) -> int:
+    """The whole nightly; returns the exit code."""
+    with nightly_lock(state):
+        recover_snakemake_lock(workdir, snakemake)
+        built = subprocess.run(snakemake, cwd=workdir)
+        plan_path = workdir / "results/report/deployables.json"
+        if not plan_path.is_file():
+            raise SlimlabError(f"the workflow wrote no {plan_path} (snakemake exited {built.returncode})")
+        plan = report.read_plan(plan_path)
+        run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        run_dir = state / "runs" / run_id
+        accepted = Baseline(state).load()
+        measurer = Measurer(load_inventory(workdir / plan["inventory"]), rounds, thresholds)
+        rows = [evaluate(series, accepted, measurer, run_dir) for series in expected_series(plan)]
+        meta = {"run": run_id, "time": now(), "commit": git_commit(workdir), "snakemake_exit": built.returncode,
+                "config_sha256": hashlib.sha256(plan_path.read_bytes()).hexdigest(),
+                "baseline": accepted.get("accepted"), "host": platform.node(), "python": sys.version.split()[0]}
+        history.History(state / "history").append(run_id, _history_frame(rows, meta))
+        code = exit_code(rows)
+        write_json(run_dir / "verdict.json", {**meta, "exit_code": code, "series": rows})
+        write_bytes(run_dir / "verdict.md", markdown(rows, meta).encode())
+        return code
+
+
+def _history_frame(rows: list[dict], meta: dict):
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    for key, value in meta.items():
+        frame[f"run_{key}"] = value
+    return frame

@@ -1,0 +1,112 @@
+"""slimlab nightly end to end: first run, accepted baseline, A/A, a killed run, two nightlies at once."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.support import REPO
+
+pytestmark = pytest.mark.slow
+NIGHTLY = [sys.executable, "-m", "slimlab.cli", "nightly", "run", "--rounds", "6", "--",
+           "--workflow-profile", "profiles/ci"]
+
+
+def env() -> dict:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("nightly")
+    for name in ("Snakefile", "workflow", "profiles"):
+        (root / name).symlink_to(REPO / name)
+    (root / "config").mkdir()
+    (root / "devices.yaml").write_text(yaml.safe_dump({"devices": {"here": {
+        "transport": "local", "runner": "python", "runtimes": ["tflite"], "workdir": str(root / "device")}}}))
+    (root / "config/config.yaml").write_text(yaml.safe_dump({
+        "dataset": {"name": "digits"},
+        "recipes": {"baseline": ["train"], "int8": ["train", "quantize.int8"]},
+        "formats": ["tflite"],
+        "lab": {"inventory": "devices.yaml", "devices": ["here"]},
+        "bench": {"threads": [1], "runs": 200, "min_seconds": 0.3},
+    }))
+    return root
+
+
+def nightly(root: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(NIGHTLY, cwd=root, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def latest_verdict(root: Path) -> dict:
+    return json.loads(sorted((root / "results/nightly/runs").glob("*/verdict.json"))[-1].read_text())
+
+
+def test_first_run_has_no_baseline_then_unchanged_artifacts_are_ok(workdir):
+    first = nightly(workdir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert {row["status"] for row in latest_verdict(workdir)["series"]} == {"new"}
+    accepted = subprocess.run([sys.executable, "-m", "slimlab.cli", "nightly", "accept", "--reason", "first"],
+                              cwd=workdir, env=env(), capture_output=True, text=True)
+    assert accepted.returncode == 0, accepted.stderr
+    audit = [json.loads(line) for line in (workdir / "results/nightly/audit.log").read_text().splitlines()]
+    assert audit[-1]["why"] == "first" and audit[-1]["artifacts"] == 2
+    second = nightly(workdir)
+    assert second.returncode == 0, second.stdout + second.stderr[-2000:]
+    series = latest_verdict(workdir)["series"]
+    assert [row["status"] for row in series] == ["ok", "ok"]
+    for row in series:
+        samples = json.loads(Path(workdir / row["samples"]).read_text())
+        assert len(samples["raw"]["rounds"]) == 6 and 0.9 < row["latency_ratio"] < 1.1
+        assert Path(workdir / row["record"]).is_file()
+    assert "| ok | baseline | tflite | here |" in second.stdout
+
+
+def test_the_history_keeps_every_run_with_its_metadata(workdir):
+    from slimlab.lab.history import History
+
+    runs = History(workdir / "results/nightly/history").read()
+    assert runs["run_run"].nunique() == 2 and len(runs) == 4
+    assert set(runs["status"]) == {"new", "ok"} and runs["run_config_sha256"].notna().all()
+
+
+def test_a_killed_run_is_recovered_by_the_next_nightly(workdir):
+    """SIGKILL snakemake mid-bench; the nightly clears its lock (and says so) and finishes consistently."""
+    for folder in ("results/bench", "results/report", "results/logs/bench"):
+        shutil.rmtree(workdir / folder)
+    started = subprocess.Popen([sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci"],
+                               cwd=workdir, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((workdir / "results/logs/bench").rglob("*.log")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(started.pid, signal.SIGKILL)
+    started.wait()
+    assert any((workdir / ".snakemake/locks").iterdir()), "the killed run left no lock to recover"
+    done = nightly(workdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "recovered: removed the Snakemake lock" in done.stderr
+    table = pd.read_csv(workdir / "results/report/summary.csv")
+    assert len(table) == 2 and (table["status"] == "ok").all()
+    assert not table.duplicated(["recipe", "format", "device", "option_set", "threads"]).any()
+
+
+def test_a_second_nightly_at_the_same_time_refuses(workdir):
+    first = subprocess.Popen(NIGHTLY, cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 60
+    lock = workdir / "results/nightly/nightly.lock"
+    while not (lock.is_file() and f"pid {first.pid} " in lock.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = nightly(workdir)
+    first.communicate(timeout=600)
+    assert second.returncode == 2
+    assert f"another nightly is running here: pid {first.pid}" in second.stderr
+    assert first.returncode == 0
