@@ -140,7 +140,7 @@ def cmd_nightly_run(args) -> int:
 
     thresholds = verdict.Thresholds(min_effect=args.min_effect, confidence=args.confidence)
     extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
-    snakemake = [sys.executable, "-m", "snakemake", *(extra or ["--profile", "lab"])]
+    snakemake = [sys.executable, "-m", "snakemake", *(extra or ["--workflow-profile", "profiles/nightly"])]
     try:
         code = nightly.run(Path.cwd(), args.state, snakemake, args.rounds, thresholds)
     except nightly.Busy as exc:
@@ -211,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-effect", type=float, default=0.03, help="the smallest change worth an alert (fraction)")
     p.add_argument("--confidence", type=float, default=0.99, help="of the bootstrap interval")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="after --: how to run snakemake "
-                   "(default: --profile lab)")
+                   "(default: --workflow-profile profiles/nightly)")
     p.set_defaults(func=cmd_nightly_run)
     p = nightly.add_parser("accept", help="make the current artifacts the baseline; logs who, when and why")
     p.add_argument("--reason", required=True, help="why this is the new baseline (kept in the audit log)")

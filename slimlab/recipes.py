@@ -49,10 +49,11 @@ def _format_value(value) -> str:
 
 
 def segment(name: str, changed: dict) -> str:
-    """``stage`` or ``stage@k=v,...``; a hash stands in when values are long or path-unsafe."""
+    """``stage`` or ``stage@k=v+...``; a hash stands in when values are long or path-unsafe."""
     if not changed:
         return name
-    text = f"{name}@" + ",".join(f"{k}={_format_value(v)}" for k, v in sorted(changed.items()))
+    # "+" between params, not ",": Snakemake's cluster executors split a job's wildcards at commas.
+    text = f"{name}@" + "+".join(f"{k}={_format_value(v)}" for k, v in sorted(changed.items()))
     if _SAFE_SEGMENT.match(text):
         return text
     digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:12]
@@ -60,7 +61,7 @@ def segment(name: str, changed: dict) -> str:
 
 
 def dataset_segment(dataset: dict) -> str:
-    """``mnist@seed=42,test=0.2,val=0.1``: a different split or data never reuses another's artifacts."""
+    """``mnist@seed=42+test=0.2+val=0.1``: a different split or data never reuses another's artifacts."""
     return segment(dataset["name"], {
         "seed": dataset["seed"], "val": dataset["val_fraction"], "test": dataset["test_fraction"],
         **dataset.get("params", {}),

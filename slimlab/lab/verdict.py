@@ -5,17 +5,21 @@ session, in alternating rounds (A B A B ...), so drift of the machine between
 rounds hits both alike (Chromium Pinpoint, FAI-PEP). Timings within one round are
 autocorrelated, so the unit of resampling is the round: a block bootstrap over
 rounds gives an interval for the ratio of the candidate's median to the
-baseline's. The verdict needs both evidence and size:
+baseline's, and a sign test over the rounds' own ratios checks that the change
+shows in (nearly) every round, not in one unlucky one. The verdict needs
+evidence, consistency and size:
 
-- ``regression``: the whole interval lies above 1 and the ratio is at least
-  ``1 + min_effect``;
+- ``regression``: the whole interval lies above 1, the candidate was slower in
+  significantly many rounds, and the ratio is at least ``1 + min_effect``;
 - ``improvement``: the mirror image;
-- ``unsure``: the interval is wider than ``max_width`` (too noisy to tell a
-  ``min_effect`` step), or the run was throttled; the caller re-measures;
+- ``unsure``: fewer than ``min_rounds`` rounds, an interval wider than
+  ``max_width`` (too noisy to tell a ``min_effect`` step), or a throttled run;
+  the caller re-measures;
 - ``ok``: otherwise.
 """
 
 from dataclasses import asdict, dataclass
+from math import comb
 
 import numpy as np
 
@@ -28,6 +32,8 @@ class Thresholds:
     confidence: float = 0.99  # of the bootstrap interval
     max_width: float = 0.06  # an interval wider than this (upper/lower - 1) cannot decide a min_effect step
     resamples: int = 2000
+    min_rounds: int = 6  # a bootstrap over fewer rounds has too few distinct resamples to trust
+    sign_p: float = 0.05  # the rounds must agree on the direction at this level (one-sided sign test)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,11 @@ def _pooled_medians(rounds: list[np.ndarray], picks: np.ndarray) -> float:
     return float(np.median(np.concatenate([rounds[i] for i in picks])))
 
 
+def sign_test(wins: int, n: int) -> float:
+    """P(at least ``wins`` of ``n`` rounds go one way) if each went either way at even odds."""
+    return sum(comb(n, k) for k in range(wins, n + 1)) / 2**n
+
+
 def compare(baseline: list[list[float]], candidate: list[list[float]], thresholds: Thresholds = Thresholds(),
             seed: int = 0, throttled: bool = False) -> Comparison:
     """Compare per-round samples (``baseline[i]`` and ``candidate[i]`` were measured side by side in round i)."""
@@ -68,12 +79,17 @@ def compare(baseline: list[list[float]], candidate: list[list[float]], threshold
     low, high = (float(q) for q in np.quantile(ratios, [tail, 1 - tail]))
     med_a, med_b = float(np.median(np.concatenate(a))), float(np.median(np.concatenate(b)))
     ratio = med_b / med_a
+    per_round = [np.median(rb) / np.median(ra) for ra, rb in zip(a, b)]
+    slower = sign_test(sum(r > 1 for r in per_round), n) <= thresholds.sign_p
+    faster = sign_test(sum(r < 1 for r in per_round), n) <= thresholds.sign_p
     if throttled:
         verdict, reason = UNSURE, "the device throttled during the measurement"
-    elif low > 1 and ratio >= 1 + thresholds.min_effect:
+    elif n < thresholds.min_rounds:
+        verdict, reason = UNSURE, f"only {n} rounds; at least {thresholds.min_rounds} are needed to decide"
+    elif low > 1 and slower and ratio >= 1 + thresholds.min_effect:
         verdict, reason = REGRESSION, f"{(ratio - 1) * 100:.1f}% slower ({thresholds.confidence:.0%} interval " \
                                       f"{(low - 1) * 100:+.1f}% to {(high - 1) * 100:+.1f}%)"
-    elif high < 1 and ratio <= 1 - thresholds.min_effect:
+    elif high < 1 and faster and ratio <= 1 - thresholds.min_effect:
         verdict, reason = IMPROVEMENT, f"{(1 - ratio) * 100:.1f}% faster ({thresholds.confidence:.0%} interval " \
                                        f"{(low - 1) * 100:+.1f}% to {(high - 1) * 100:+.1f}%)"
     elif high - low > thresholds.max_width:

@@ -64,6 +64,17 @@ def test_minimum_duration_extends_the_run(device, tiny_artifacts, tmp_path):
     assert record.latency.n > 10
 
 
+def test_a_sample_cap_before_the_time_floor_is_flagged(device, tiny_artifacts, tmp_path):
+    capped = bench.run(device, tiny_artifacts["fp32"].sidecar, 1,
+                       bench_block(runs=10, min_seconds=3.0, max_samples=40), tmp_path / "capped.json")
+    assert capped.latency.n == 40 and "sample_cap_reached" in capped.flags
+    assert capped.raw["timed_s"] < 3.0 and capped.settings["max_samples"] == 40
+    # The same cap, reached after the time floor was met, is no reason to distrust the record.
+    filled = bench.run(device, tiny_artifacts["fp32"].sidecar, 1,
+                       bench_block(runs=100, min_seconds=0.0, max_samples=40), tmp_path / "filled.json")
+    assert filled.latency.n == 40 and "sample_cap_reached" not in filled.flags
+
+
 def test_payload_failure_is_a_device_error(tiny_artifacts, tmp_path):
     broken = local_device(tmp_path / "device", python={"interpreter": str(tmp_path / "no-such-python")})
     runner = runners()["python"](broken, transports()["local"](broken))

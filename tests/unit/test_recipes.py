@@ -47,7 +47,7 @@ def test_stage_defaults_and_model_flow_into_train():
 
 def test_dataset_settings_root_the_paths():
     plan = plan_for({"r": ["train"]})
-    assert plan.recipes["r"][0].startswith("mnist@seed=42,test=0.2,val=0.1/")
+    assert plan.recipes["r"][0].startswith("mnist@seed=42+test=0.2+val=0.1/")
 
 
 def test_keras_recipes_get_a_convert_step_per_format():

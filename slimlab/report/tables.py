@@ -1,0 +1,243 @@
+"""The report's tables, from typed sidecars and records only (never from a path).
+
+``rows`` is the summary: one row per recipe, format, device, option set and thread
+count. A deployable that could not be built keeps one row whose ``status`` says why
+(``unsupported``, ``convert_failed``, ``stage_failed``); a record that is missing
+keeps its failure note's reason (``bench_failed``), or says it is missing
+(``bench_missing``).
+"""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from slimlab.artifacts import SIDECAR, read_sidecar
+from slimlab.errors import ArtifactError
+from slimlab.option_sets import DEFAULT
+from slimlab.records import BenchFailure, BenchRecord, Sidecar, Step, failure_note_path, load
+
+ReadSidecar = Callable[[str | Path], Sidecar]
+
+# A speed-up compares like with like: the same format, device, option set and thread count.
+SETTING = ["format", "device", "option_set", "threads"]
+# The recipe speed-ups and MAC ratios are measured against (bench/compression.py uses the same one).
+REFERENCE = "baseline"
+# issue 11: a speed-up below this share of the MAC ratio means the runtime does not turn fewer MACs into time.
+SPEEDUP_BELOW_MACS = 0.6
+
+# Every summary column in order, with its dtype: the table has them all even when nothing was measured.
+COLUMNS = {
+    "recipe": "str", "format": "str", "device": "str", "option_set": "str", "threads": "float64",
+    "status": "str", "error": "str", "steps": "str", "step_params": "str",
+    "size_bytes": "float64", "gzip_bytes": "float64", "params": "float64", "nonzero_params": "float64",
+    "zero_fraction": "float64", "macs": "float64",
+    "accuracy": "float64", "accuracy_val": "float64", "parity_agreement": "float64",
+    "parity_max_abs_diff_rel": "float64", "parity_failed": "object",
+    "runtime": "str", "latency_median_ms": "float64", "speedup_vs_baseline": "float64", "mac_ratio": "float64",
+    "latency_p90_ms": "float64", "latency_mean_ms": "float64", "latency_std_ms": "float64", "latency_cv": "float64",
+    "latency_min_ms": "float64", "runs": "float64", "init_ms": "float64",
+    "options": "str", "options_honoured": "str",
+    "peak_rss_kib": "float64", "load_rss_growth_kib": "float64", "runtime_memory_mb": "float64",
+    "energy_j_per_inference": "float64", "avg_power_w": "float64", "energy_reason": "str",
+    "flags": "str", "artifact": "str", "record": "str",
+}
+
+# What fastest.csv keeps for each recipe, format and device: the winning setting and what it buys.
+FASTEST_KEY = ["recipe", "format", "device"]
+FASTEST_COLUMNS = [*FASTEST_KEY, "option_set", "threads", "options", "latency_median_ms", "latency_cv",
+                   "speedup_vs_default", "runtime", "accuracy", "size_bytes"]
+
+
+def read_plan(path: Path) -> dict:
+    """The workflow's ``deployables.json``: ``{"inventory", "bench", "deployables": [...]}``."""
+    try:
+        plan = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: cannot read the list of deployables: {exc}") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("deployables"), list):
+        raise ArtifactError(f"{path}: not a list of deployables written by this slimlab; rerun the workflow")
+    return plan
+
+
+def read_deployables(path: Path) -> list[dict]:
+    return read_plan(path)["deployables"]
+
+
+def failure_status(info: Sidecar) -> str:
+    """``convert_failed`` when a conversion itself failed, ``stage_failed`` for a failed (or upstream) step."""
+    own = info.lineage[-1].stage if info.lineage else ""
+    skipped = (info.error or "").startswith("skipped:")
+    return "convert_failed" if own.startswith("convert.") and not skipped else "stage_failed"
+
+
+def artifact_columns(info: Sidecar, folder: str) -> dict:
+    parity = info.metrics.get("parity")
+    return {
+        "steps": info.steps,
+        # Every param of every step, defaults included: `steps` shows only those that differ.
+        "step_params": json.dumps([{step.stage: step.params} for step in info.lineage], sort_keys=True),
+        "artifact": folder,
+        "size_bytes": info.size.bytes,
+        "gzip_bytes": info.size.gzip_bytes,
+        "params": info.params.count,
+        "nonzero_params": info.params.nonzero,
+        "zero_fraction": info.zero_fraction,
+        "macs": info.macs["total"] if info.macs else None,
+        "accuracy": info.accuracy["test"],
+        "accuracy_val": info.accuracy["val"],
+        "parity_agreement": parity["agreement"] if parity else None,
+        "parity_max_abs_diff_rel": parity["max_abs_diff_rel"] if parity else None,
+        "parity_failed": (not parity["passed"]) if parity else None,
+    }
+
+
+def record_columns(record: BenchRecord) -> dict:
+    on_device = {"device": record.device, "option_set": record.option_set, "threads": record.threads,
+                 "status": record.status}
+    if record.status != "ok":  # e.g. a device that could not run it: keep the reason
+        return {**on_device, "error": record.error}
+    latency, energy, memory = record.latency, record.energy, record.memory or {}
+    return {
+        **on_device,
+        "runtime": record.runtime,
+        "latency_median_ms": latency.median_ms,
+        "latency_p90_ms": latency.p90_ms,
+        "latency_mean_ms": latency.mean_ms,
+        "latency_std_ms": latency.std_ms,
+        "latency_cv": latency.cv,
+        "latency_min_ms": latency.min_ms,
+        "runs": latency.n,
+        "init_ms": record.init_ms,
+        "options": json.dumps(record.options.reported, sort_keys=True),
+        "options_honoured": ",".join(record.options.honoured),
+        "peak_rss_kib": memory.get("peak_rss_kib"),
+        "load_rss_growth_kib": memory.get("load_growth_kib"),
+        "runtime_memory_mb": memory.get("runtime_mb"),  # the runtime's own account, where it gives one (MNN)
+        # noisy (high CV or throttled), throttled, cooldown_timed_out, ...: a reason to distrust the row
+        "flags": ",".join(record.flags),
+        "energy_j_per_inference": energy.joules_per_inference if energy else None,
+        "avg_power_w": energy.avg_power_w if energy else None,
+        "energy_reason": energy.reason if energy else None,
+    }
+
+
+def missing_record_columns(path: Path) -> dict:
+    """A record the run did not produce: its failure note's reason, else that it is missing."""
+    note = failure_note_path(path)
+    if note.is_file():
+        failure = load(BenchFailure, note, "bench failure note")
+        return {"device": failure.device, "option_set": failure.option_set, "threads": failure.threads,
+                "status": "bench_failed", "error": f"{failure.tag}: {failure.reason}"}
+    return {"status": "bench_missing", "error": f"{path}: no record and no failure note"}
+
+
+def rows(deployables: list[dict], reference: str = REFERENCE, read: ReadSidecar = read_sidecar) -> pd.DataFrame:
+    """One row per (recipe, format, device, option set, threads); a deployable without records keeps one row."""
+    out = []
+    for item in deployables:
+        base = {"recipe": item["recipe"], "format": item["format"]}
+        if item.get("unsupported"):
+            out.append({**base, "status": "unsupported", "error": item["unsupported"]})
+            continue
+        info = read(item["sidecar"])
+        if info.status == "failed":
+            out.append({**base, "steps": info.steps, "status": failure_status(info), "error": info.error})
+            continue
+        base.update(artifact_columns(info, str(Path(item["sidecar"]).parent)))
+        if not item.get("records"):
+            out.append(base)
+        for path in map(Path, item.get("records", [])):
+            found = record_columns(load(BenchRecord, path, "bench record")) if path.is_file() \
+                else missing_record_columns(path)
+            out.append({**base, "record": str(path), **found})
+    return compare_with_reference(pd.DataFrame(out).reindex(columns=list(COLUMNS)).astype(COLUMNS), reference)
+
+
+def compare_with_reference(table: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """``speedup_vs_baseline`` and ``mac_ratio`` against the ``reference`` recipe in the same setting; rows whose
+    speed-up is below SPEEDUP_BELOW_MACS × their MAC ratio get the ``speedup_below_macs`` flag."""
+    measured = table[(table["recipe"] == reference) & (table["status"] == "ok")]
+    ref = measured.drop_duplicates(SETTING).set_index(SETTING)[["latency_median_ms", "macs"]]
+    matched = table.join(ref, on=SETTING, rsuffix="_reference")
+    table["speedup_vs_baseline"] = matched["latency_median_ms_reference"] / table["latency_median_ms"]
+    table["mac_ratio"] = matched["macs_reference"] / table["macs"]
+    below = table["speedup_vs_baseline"] < SPEEDUP_BELOW_MACS * table["mac_ratio"]
+    table.loc[below, "flags"] = (table.loc[below, "flags"].fillna("") + ",speedup_below_macs").str.strip(",")
+    return table
+
+
+def failed_steps(summary: Path) -> list[str]:
+    """One line per recipe whose steps failed: ``recipe: steps: message``."""
+    table = pd.read_parquet(summary)
+    if "status" not in table:
+        return []
+    failed = table[table["status"] == "stage_failed"].drop_duplicates(["recipe", "error"])
+    return [f"{row.recipe}: {row.steps}: {row.error}" for row in failed.itertuples()]
+
+
+def fastest(table: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe, format and device, the thread count and option set with the lowest median latency.
+
+    ``speedup_vs_default`` compares it with the fastest thread count under the ``default`` set.
+    """
+    if "latency_median_ms" not in table:  # nothing was measured
+        return pd.DataFrame(columns=FASTEST_COLUMNS)
+    measured = table.dropna(subset=["latency_median_ms"])
+    best = measured.loc[measured.groupby(FASTEST_KEY)["latency_median_ms"].idxmin()]
+    default = measured[measured["option_set"] == DEFAULT].groupby(FASTEST_KEY)["latency_median_ms"].min()
+    best = best.join(default.rename("default_median_ms"), on=FASTEST_KEY)
+    best["speedup_vs_default"] = best["default_median_ms"] / best["latency_median_ms"]
+    # Other rows' gaps made these columns float in the full table; every measured row has them.
+    best = best.astype({"threads": int, "size_bytes": int})
+    return best[FASTEST_COLUMNS].sort_values(FASTEST_KEY).reset_index(drop=True)
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str, higher_y_is_better: bool) -> pd.DataFrame:
+    """The points that no other point beats on both axes (a lower ``x`` is better), in order of ``x``."""
+    ordered = points.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, not higher_y_is_better])
+    cost = -ordered[y] if higher_y_is_better else ordered[y]
+    return ordered[cost < cost.cummin().shift(fill_value=np.inf)]
+
+
+def step_deltas(table: pd.DataFrame, read: ReadSidecar = read_sidecar) -> pd.DataFrame:
+    """What each step of a recipe bought: size, gzip'd size and accuracy before and after it, and its latency ratio
+    (the geometric mean over the devices, option sets and thread counts where both artifacts were measured).
+
+    Recipes that share a prefix share its artifacts, so each step is listed once, under the first recipe whose
+    chain has it. The first step of a chain has no delta.
+    """
+    measured = table[table["status"] == "ok"].dropna(subset=["latency_median_ms"])
+    latency = measured.drop_duplicates(["artifact", "device", "option_set", "threads"]).set_index(
+        ["artifact", "device", "option_set", "threads"])["latency_median_ms"]
+    timed = {folder: group.droplevel(0) for folder, group in latency.groupby(level=0)}
+    seen, out = set(), []
+    for recipe, folder in table.dropna(subset=["artifact"])[["recipe", "artifact"]].drop_duplicates().itertuples(
+            index=False):
+        lineage = read(Path(folder) / SIDECAR).lineage
+        for parent, step in zip([None, *lineage], lineage):
+            if step.artifact is None:
+                raise ArtifactError(f"{folder}/{SIDECAR}: a lineage step does not name its artifact's folder")
+            if step.artifact not in seen:
+                seen.add(step.artifact)
+                out.append(step_row(recipe, parent, step, read, timed))
+    return pd.DataFrame(out, columns=["recipe", "step", "format", "size_bytes", "size_ratio", "gzip_ratio", "accuracy",
+                                      "accuracy_delta_pt", "latency_ratio", "latency_settings", "artifact"])
+
+
+def step_row(recipe: str, parent: Step | None, step: Step, read: ReadSidecar, timed: dict) -> dict:
+    after = read(Path(step.artifact) / SIDECAR)
+    row = {"recipe": recipe, "step": step.describe(), "format": after.format, "artifact": step.artifact,
+           "size_bytes": after.size.bytes, "accuracy": after.accuracy["test"]}
+    if parent is None:
+        return row
+    before = read(Path(parent.artifact) / SIDECAR)
+    ratios = (timed.get(step.artifact, pd.Series(dtype=float)) / timed.get(parent.artifact, pd.Series(dtype=float)))
+    ratios = ratios.dropna()
+    return {**row, "size_ratio": after.size.bytes / before.size.bytes,
+            "gzip_ratio": after.size.gzip_bytes / before.size.gzip_bytes,
+            "accuracy_delta_pt": 100 * (after.accuracy["test"] - before.accuracy["test"]),
+            "latency_ratio": float(np.exp(np.log(ratios).mean())) if len(ratios) else None,
+            "latency_settings": len(ratios)}
