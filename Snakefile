@@ -2,10 +2,12 @@
 # Rules are generic over stages; recipes in config/config.yaml decide the DAG.
 from snakemake.utils import min_version
 
+from slimlab.workflow import strict_configfile
+
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: strict_configfile("config/config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -5,8 +5,9 @@
     slimlab validate CONFIG              check a config, its recipes, inventory and devices
     slimlab run-step ...                 one recipe step (used by the workflow)
     slimlab mark-failed ...              record a failed step (used by the workflow)
-    slimlab bench ...                    one benchmark record (used by the workflow)
-    slimlab report ...                   the summary tables and page (used by the workflow)
+    slimlab bench ...                    one benchmark record (used by the workflow), with progress on stderr
+    slimlab report build ...             the summary tables, page and plot (used by the workflow)
+    slimlab report show [...]            the summary as a table in the terminal, filtered and sorted
     slimlab failures --summary FILE      exit 1 if a recipe step failed (used by the workflow)
 """
 
@@ -103,24 +104,58 @@ def cmd_mark_failed(args) -> None:
     print(f"{args.output}: recorded the failed step")
 
 
+def bench_progress(record: Path, device: str, settings: dict, threads: int):
+    """A live line on stderr while ``record`` is measured (its path goes to the job log). The payload reports only
+    when it is done, so the bar is the time elapsed over the shortest timed window the settings allow
+    (``min_seconds``), labelled as the estimate it is."""
+    from rich.console import Console
+    from rich.progress import Progress, ProgressBar, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    class EstimatedWindow(ProgressColumn):
+        def render(self, task):
+            return ProgressBar(total=task.total, completed=min(task.elapsed or 0.0, task.total or 0.0), width=24)
+
+    console = Console(stderr=True)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), EstimatedWindow(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[window]}"), console=console, transient=True,
+                        disable=not console.is_terminal)  # a job log gets the record's path and result only
+    progress.console.print(f"bench: {record}", highlight=False, soft_wrap=True)
+    window = f"of ≥{settings['min_seconds']:g} s timed (estimate)" if settings["min_seconds"] \
+        else f"{settings['runs']} timed runs"
+    progress.add_task(f"{device} · {settings['option_set']} · {threads}t",
+                      total=settings["min_seconds"] or None, window=window)
+    return progress
+
+
 def cmd_bench(args) -> None:
     from slimlab.lab import bench, devices
 
     inventory = devices.load_inventory(args.inventory)
     if args.device not in inventory:
         raise SlimlabError(f"{args.inventory}: no device named {args.device!r}")
-    record = bench.run(inventory[args.device], args.artifact, args.threads, args.settings, args.output)
+    device = inventory[args.device]
+    settings = {**bench.measurement_settings(device, args.settings), "option_set": args.settings["option_set"]}
+    with bench_progress(args.output, args.device, settings, args.threads):
+        record = bench.run(device, args.artifact, args.threads, args.settings, args.output)
     if record.status == "ok":
         print(f"{args.output}: median {record.latency.median_ms:.4g} ms over {record.latency.n} runs")
     else:
         print(f"{args.output}: {record.status}: {record.error}")
 
 
-def cmd_report(args) -> None:
+def cmd_report_build(args) -> None:
     from slimlab import report
 
-    table = report.write(report.read_deployables(args.deployables), args.outdir)
+    table = report.write(report.read_deployables(args.deployables), args.outdir, args.reference or report.REFERENCE)
     print(f"{args.outdir}: {len(table)} rows")
+
+
+def cmd_report_show(args) -> None:
+    from slimlab.report import terminal
+
+    columns = [name for text in args.columns or [] for name in text.split(",") if name]
+    terminal.show(args.summary, {"device": args.device, "format": args.format, "recipe": args.recipe}, args.sort,
+                  args.descending, columns)
 
 
 def cmd_failures(args) -> int:
@@ -135,6 +170,20 @@ def cmd_failures(args) -> int:
     return 1 if failed else 0
 
 
+def series_progress(series: list[dict]):
+    """Yields the nightly's series, showing on stderr which one is being measured, of how many."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("nightly series"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=Console(stderr=True)) as progress:
+        task = progress.add_task("", total=len(series))
+        for item in series:
+            progress.update(task, description=f"{item['recipe']} · {item['format']}")
+            yield item
+            progress.advance(task)
+
+
 def cmd_nightly_run(args) -> int:
     from slimlab.lab import nightly, verdict
 
@@ -142,7 +191,7 @@ def cmd_nightly_run(args) -> int:
     extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
     snakemake = [sys.executable, "-m", "snakemake", *(extra or ["--workflow-profile", "profiles/nightly"])]
     try:
-        code = nightly.run(Path.cwd(), args.state, snakemake, args.rounds, thresholds)
+        code = nightly.run(Path.cwd(), args.state, snakemake, args.rounds, thresholds, track=series_progress)
     except nightly.Busy as exc:
         print(f"slimlab: error: {exc}", file=sys.stderr)
         return nightly.EXIT_INFRA
@@ -198,11 +247,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("report", help="write summary.{parquet,csv,html} and fastest.csv from sidecars and records")
+    report = sub.add_parser("report", help="the summary tables and page: build them, or show them in the terminal")
+    report_actions = report.add_subparsers(dest="action", required=True)
+    p = report_actions.add_parser("build", help="write summary.{parquet,csv,html}, fastest.csv and "
+                                  "accuracy_vs_latency.png from sidecars and records")
     p.add_argument("--deployables", type=Path, required=True,
-                   help='a JSON file: [{"recipe", "format", "sidecar", "records": [...]}]')
+                   help='the workflow\'s deployables.json: {"deployables": [{"recipe", "format", "sidecar", '
+                   '"records"}]}')
     p.add_argument("--outdir", type=Path, required=True)
-    p.set_defaults(func=cmd_report)
+    p.add_argument("--reference", help="the recipe speed-ups and MAC ratios are measured against (default: baseline)")
+    p.set_defaults(func=cmd_report_build)
+    p = report_actions.add_parser("show", help="print the summary as a table, filtered and sorted")
+    p.add_argument("--summary", type=Path, default=Path("results/report/summary.parquet"),
+                   help="summary.parquet or summary.csv (default: results/report/summary.parquet)")
+    for key in ("device", "format", "recipe"):
+        p.add_argument(f"--{key}", action="append", help=f"only this {key} (repeat for more)")
+    p.add_argument("--sort", help="sort by this column (default: recipe, format, device, option set, threads)")
+    p.add_argument("--descending", action="store_true", help="sort from the largest")
+    p.add_argument("--columns", nargs="+", help="the columns to show, by name (space- or comma-separated)")
+    p.set_defaults(func=cmd_report_show)
 
     nightly = sub.add_parser("nightly", help="the nightly device regression").add_subparsers(dest="action", required=True)
     p = nightly.add_parser("run", help="build, measure, compare with the baseline; exit 0 ok, 1 regression, 2 infra")
@@ -226,11 +289,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
-    if getattr(args, "threads", None) and args.command == "run-step":
+    if args.command == "run-step":
         # TensorFlow reads these when it starts: parallel jobs do not oversubscribe the cores.
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(args.threads))
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(args.threads, 2)))
+        from slimlab import stages, zygote
+
+        if zygote.enabled() and stages.needs_tensorflow(args.step, args.input):
+            code = zygote.run(argv)  # TensorFlow already loaded there; None: no zygote, run here
+            if code is not None:
+                return code
     try:
         return args.func(args) or 0
     except SlimlabError as exc:

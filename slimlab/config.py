@@ -19,18 +19,31 @@ from slimlab.errors import ConfigError
 
 # A YAML file is read whole: larger than this, it is not a config.
 MAX_YAML_BYTES = 4 << 20
+# A config is a few levels deep; PyYAML composes nodes recursively and would hit Python's recursion limit.
+MAX_YAML_DEPTH = 50
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (YAML would keep the last one silently) and aliases
-    (a "billion laughs" alias bomb would exhaust memory)."""
+    """SafeLoader that refuses duplicate keys (YAML would keep the last one silently), aliases (a "billion
+    laughs" alias bomb would exhaust memory) and nesting deeper than MAX_YAML_DEPTH."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
 
     def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
             raise yaml.constructor.ConstructorError(
                 None, None, f"aliases (*{event.anchor}) are not allowed in slimlab files", event.start_mark)
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_YAML_DEPTH:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = set()

@@ -123,7 +123,7 @@ def build_plan(config: dict) -> Plan:
                 takes = ", ".join(stage.inputs) or "nothing (it starts a recipe)"
                 raise ConfigError(f"{where}: stage {name!r} takes {takes}; the step before it produces {kind}")
             path = _add_step(plan, path, stage, params, config, dataset, where)
-            kind = stage.output_for(stage.params.model_validate(plan.steps[path]["params"]))
+            kind = plan.steps[path]["output"]
             paths.append(path)
         plan.recipes[recipe] = paths
         for fmt in config["formats"]:
@@ -156,6 +156,7 @@ def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, datase
     changed = {k: v for k, v in resolved.items() if k not in defaults or defaults[k] != v}
     path = f"{parent}/{segment(stage.name, changed)}"
     plan.steps[path] = {"stage": stage.name, "params": resolved, "changed": changed, "dataset": dataset,
+                        "output": stage.output_for(validated),
                         "code": identity.fingerprint(stage.run, *stage.uses(validated))}
     if stage.reads is not None:
         try:

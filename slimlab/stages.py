@@ -1,5 +1,6 @@
 """Stage plugins: what a stage declares, and how the host runs one step of a recipe."""
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -95,6 +96,14 @@ def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> ar
     model = stage.run(source, params, ctx)
     return artifacts.write(output_sidecar.parent, stage.output_for(params), model,
                            lineage=[*lineage, entry], dataset=dataset, splits=ctx.splits, metrics=ctx.metrics)
+
+
+def needs_tensorflow(step: dict, input_sidecar: Path | None) -> bool:
+    """Whether a step loads or makes a Keras model (and so TensorFlow), from its payload and input alone."""
+    if step.get("output") == "keras":
+        return True
+    return input_sidecar is not None and Path(input_sidecar).is_file() and \
+        json.loads(Path(input_sidecar).read_text()).get("format") == "keras"
 
 
 def mark_failed(step: dict, input_sidecar: Path | None, output_sidecar: Path, error: str) -> Sidecar:

@@ -6,6 +6,7 @@ recipe and stage param, the inventory and its plugins' blocks, the devices the
 run names, and option sets those devices' runners cannot honour.
 """
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,3 +43,14 @@ def check_files(paths: list[str | Path]) -> None:
     """Read config files strictly (duplicate keys, aliases, encoding), as Snakemake's own loader does not."""
     for path in paths:
         config.load_mapping(path, "config")
+
+
+def strict_configfile(path: str) -> str:
+    """``path``, once it reads strictly; else one ``slimlab: error:`` line and exit, before Snakemake's own
+    loader prints a traceback for a file that is not UTF-8 or nests too deep."""
+    if Path(path).is_file():
+        try:
+            check_files([path])
+        except ConfigError as exc:
+            sys.exit(f"slimlab: error: {exc}")
+    return path

@@ -182,3 +182,27 @@ class PowerModel:
 
 def expected_joules_per_inference(model: PowerModel, share: float, seconds: float, inferences: int) -> float:
     return (model.busy_w - model.idle_w) * share * seconds / inferences
+
+
+class CpuDrivenModel(PowerModel):
+    """Power follows this machine's real CPU use (from /proc/stat): ``idle_w`` when idle, ``busy_w`` when every
+    core is busy. A benchmark that burns more CPU per inference costs more energy per inference, as on a board."""
+
+    def __init__(self, meters: list[Meter], idle_w: float, busy_w: float, tick_s: float = 0.02):
+        super().__init__(meters, idle_w, busy_w, tick_s)
+
+    @staticmethod
+    def _jiffies() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def _run(self):
+        last, (busy_before, total_before) = time.monotonic(), self._jiffies()
+        while not self._halt.wait(self.tick_s):
+            now, (busy, total) = time.monotonic(), self._jiffies()
+            use = (busy - busy_before) / (total - total_before) if total > total_before else 0.0
+            for meter in self.meters:
+                meter.advance(self.idle_w + (self.busy_w - self.idle_w) * use, now - last)
+            self._applied.value = True
+            last, busy_before, total_before = now, busy, total

@@ -55,7 +55,7 @@ def read(path: str, names: list[str] | None, params: ImageFolderParams) -> tuple
             try:
                 with Image.open(file) as image:
                     pixels = image.convert(mode).resize(params.size[::-1], Image.Resampling.BILINEAR)
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # PIL's kinds for a bad file
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # PIL's kinds of bad file
                 raise ConfigError(f"dataset.params: {file} is not an image that can be decoded ({exc})") from None
             images.append(np.asarray(pixels, np.float32).reshape(*params.size, -1) * scale + shift)
             labels.append(label)

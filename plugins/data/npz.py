@@ -28,7 +28,8 @@ def read(path: str, params: NpzParams) -> tuple[np.ndarray, np.ndarray]:
     try:
         loaded = np.load(existing(path, "dataset.params"), allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file holds one bare array
-            raise ConfigError(f"{where}: a single array (.npy), not an .npz holding {params.x_key!r} and {params.y_key!r}")
+            raise ConfigError(f"{where}: a single array (.npy), not an .npz holding {params.x_key!r} and "
+                              f"{params.y_key!r}")
         with loaded as arrays:
             missing = [key for key in (params.x_key, params.y_key) if key not in arrays.files]
             if missing:

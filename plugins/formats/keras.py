@@ -1,6 +1,9 @@
 """keras: a tf_keras model in one ``.keras`` file, the format every training and compression stage works on.
 
-Host only (no runtime adapter): devices run its conversions.
+Host only (no runtime adapter): devices run its conversions. MACs are counted over the graph
+(``slimlab.kit.depgraph.macs``): one per kernel weight per output position of every Conv, depthwise,
+separable, transposed conv and Dense call; BatchNormalization, activations, pooling and element-wise
+ops count 0, as the TFLite count does, so both formats of one model agree.
 """
 
 import zipfile
@@ -12,6 +15,7 @@ from slimlab import hookimpl
 from slimlab.atomic import atomic_path
 from slimlab.errors import ArtifactError
 from slimlab.formats import Format
+from slimlab.kit import depgraph
 from slimlab.kit.training import keras
 
 
@@ -41,6 +45,9 @@ class KerasFormat(Format):
 
     def weights(self, model) -> list[np.ndarray]:
         return [np.asarray(w) for w in model.get_weights()]
+
+    def macs(self, model) -> dict | None:
+        return depgraph.macs(model)
 
 
 @hookimpl

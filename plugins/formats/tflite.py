@@ -8,10 +8,14 @@ and LiteRT 2.3's XNNPACK delegate refused its sparse int8 FULLY_CONNECTED, so
 quantize.int8 does not offer it.)
 
 Runtime option ``xnnpack: false`` builds the interpreter without LiteRT's default
-XNNPACK delegate. Reading the stored weights needs no TensorFlow: LiteRT ships
-the flatbuffer schema.
+XNNPACK delegate. Reading the stored weights and counting MACs needs no TensorFlow:
+LiteRT ships the flatbuffer schema. MACs are counted per op of the main graph with the
+rule the Keras format uses: one per filter weight per output position of CONV_2D,
+DEPTHWISE_CONV_2D and FULLY_CONNECTED (per input position for TRANSPOSE_CONV); other
+ops (ADD, MUL, MEAN, HARD_SWISH, QUANTIZE, ...) count 0.
 """
 
+import math
 
 import numpy as np
 from pydantic import Field
@@ -128,17 +132,7 @@ class TfliteFormat(BytesFormat):
 
     def weights(self, model: bytes) -> list[np.ndarray]:
         """Constant weight/bias tensors of the weighted ops, following DEQUANTIZE/DENSIFY to what is stored."""
-        from ai_edge_litert import schema_py_generated as schema
-        from ai_edge_litert.tools import flatbuffer_utils
-
-        names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-        dtypes = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-        flat = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
-
-        def opname(op):
-            code = flat.operatorCodes[op.opcodeIndex]
-            return names[max(code.builtinCode, code.deprecatedBuiltinCode)]
-
+        flat, opname, dtypes = read_flatbuffer(model)
         weights = []
         for graph in flat.subgraphs:
             producer = {out: op for op in graph.operators for out in op.outputs}
@@ -156,6 +150,40 @@ class TfliteFormat(BytesFormat):
                     seen.add(index)
                     weights.append(decode_tensor(tensor, np.asarray(buffer.data, np.uint8), dtypes))
         return weights
+
+    def macs(self, model: bytes) -> dict:
+        """Per op of the main graph (named ``<index>:<output tensor>``), from the tensors' static shapes."""
+        flat, opname, _ = read_flatbuffer(model)
+        graph = flat.subgraphs[0]
+        counts = {}
+        for index, op in enumerate(graph.operators):
+            shape = {i: [int(d) for d in graph.tensors[i].shape] for i in [*op.inputs, *op.outputs] if i >= 0}
+            out, name = shape[op.outputs[0]], opname(op)
+            if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+                taps = shape[op.inputs[1]][1:]  # filters: (out, kh, kw, in), (1, kh, kw, out), (out, in)
+                n = math.prod(out) * math.prod(taps if name != "DEPTHWISE_CONV_2D" else taps[:-1])
+            elif name == "TRANSPOSE_CONV":  # inputs: output shape, filter (out, kh, kw, in), input
+                n = math.prod(shape[op.inputs[2]]) * math.prod(shape[op.inputs[1]][:-1])
+            else:
+                continue
+            counts[f"{index}:{graph.tensors[op.outputs[0]].name.decode().split(';')[0]}"] = n
+        return {"total": sum(counts.values()), "layers": counts}
+
+
+def read_flatbuffer(model: bytes):
+    """The model as flatbuffer objects, a function naming an op, and tensor type names by code."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    dtypes = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    flat = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+
+    def opname(op):
+        code = flat.operatorCodes[op.opcodeIndex]
+        return names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+    return flat, opname, dtypes
 
 
 @hookimpl

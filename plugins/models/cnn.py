@@ -8,9 +8,9 @@ The variants swap one design choice each, so a single run can compare them:
 """
 
 from functools import partial
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import PositiveInt
+from pydantic import Field
 
 from slimlab import hookimpl
 from slimlab.kit.training import Architecture, keras
@@ -19,8 +19,8 @@ from slimlab.kit.training import Architecture, keras
 def build_cnn(
     input_shape,
     num_classes,
-    width: PositiveInt = 16,
-    dense: PositiveInt = 64,
+    width: Annotated[int, Field(ge=1, le=4096)] = 16,
+    dense: Annotated[int, Field(ge=1, le=65536)] = 64,
     conv: Literal["standard", "separable", "factorized"] = "standard",
     head: Literal["dense", "gap"] = "dense",
 ):

@@ -17,8 +17,9 @@ einsum), and the layer names follow ``slimlab.kit.transformer``, where
 """
 
 import math
+from typing import Annotated
 
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 
 from slimlab import hookimpl
 from slimlab.errors import ConfigError
@@ -36,8 +37,13 @@ def build_vit(
     mlp_ratio: PositiveInt = 2,
     embed_dim: PositiveInt | None = None,
     share: bool = False,
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0,
+    augment: Annotated[float, Field(ge=0, lt=0.5)] = 0.0,
 ):
-    """``width`` is split evenly over ``heads``; the MLP has ``mlp_ratio`` × ``width`` hidden units."""
+    """``width`` is split evenly over ``heads``; the MLP has ``mlp_ratio`` × ``width`` hidden units.
+
+    ``dropout`` applies to each block's attention and MLP outputs while training.
+    """
     layers = keras().layers
     height, breadth, _ = input_shape
     if height % patch or breadth % patch:
@@ -55,15 +61,23 @@ def build_vit(
             weighted[name] = make(name)
         return weighted[name]
 
+    def norm(name, axis=-1):
+        # ViT's epsilon. Below 1.001e-5 tf_keras also stays off its fused LayerNormalization, a training-mode
+        # batch norm that ncnn and MNN cannot import and that would refuse the (tokens, width) scale of `embedding`.
+        return layers.LayerNormalization(axis=axis, epsilon=1e-6, name=name)
+
     inputs = layers.Input(input_shape)
-    x = layers.Conv2D(embed_dim or width, patch, strides=patch, name="patch_embed")(inputs)
+    x = inputs
+    if augment:
+        x = layers.RandomTranslation(augment, augment, fill_mode="constant", name="shift")(x)
+        x = layers.RandomRotation(augment / 2, fill_mode="constant", name="rotate")(x)
+    x = layers.Conv2D(embed_dim or width, patch, strides=patch, name="patch_embed")(x)
     x = layers.Reshape((tokens, embed_dim or width), name="tokens")(x)
     if embed_dim:
         x = layers.Dense(width, name="patch_factor")(x)
-    # An epsilon below 1.001e-5 keeps tf_keras off its fused path, which takes only a 1-D scale.
-    x = layers.LayerNormalization(axis=[1, 2], epsilon=1e-6, name=EMBEDDING)(x)
+    x = norm(EMBEDDING, axis=[1, 2])(x)
     for block in range(depth):
-        h = shared(block, "ln1", lambda name: layers.LayerNormalization(name=name))(x)
+        h = shared(block, "ln1", norm)(x)
         contexts = []
         for head in range(heads):
             q, k, v = (shared(block, part, lambda name: layers.Dense(size, name=name), head)(h) for part in "qkv")
@@ -72,12 +86,15 @@ def build_vit(
             attention = layers.Softmax(name=layer_name(block, "attention", head))(scores)
             contexts.append(layers.Dot(axes=(2, 1), name=layer_name(block, "context", head))([attention, v]))
         merged = layers.Concatenate(name=layer_name(block, "heads"))(contexts)
-        x = layers.Add(name=layer_name(block, "residual"))([x, shared(block, "o", lambda name: layers.Dense(width, name=name))(merged)])
-        h = shared(block, "ln2", lambda name: layers.LayerNormalization(name=name))(x)
-        h = shared(block, "mlp1", lambda name: layers.Dense(mlp_ratio * width, activation="gelu", name=name))(h)
+        attended = shared(block, "o", lambda name: layers.Dense(width, name=name))(merged)
+        attended = layers.Dropout(dropout, name=layer_name(block, "drop1"))(attended)
+        x = layers.Add(name=layer_name(block, "residual"))([x, attended])
+        h = shared(block, "ln2", norm)(x)
+        h = shared(block, "mlp1", lambda name: layers.Dense(mlp_ratio * width, activation="swish", name=name))(h)
         h = shared(block, "mlp2", lambda name: layers.Dense(width, name=name))(h)
+        h = layers.Dropout(dropout, name=layer_name(block, "drop2"))(h)
         x = layers.Add(name=layer_name(block, "out"))([x, h])
-    x = layers.LayerNormalization(name="norm")(x)
+    x = norm("norm")(x)
     x = layers.GlobalAveragePooling1D(name="pool")(x)
     return keras().Model(inputs, layers.Dense(num_classes, name="logits")(x), name="vit_shared" if share else "vit")
 

@@ -40,10 +40,11 @@ class ImportParams(StageParams):
     @field_validator("path")
     @classmethod
     def _importable(cls, path: str) -> str:
-        """A known kind of file; a Keras 3 archive is checked layer by layer now, from its config alone."""
+        """A known kind of file; a Keras 3 archive's layers are checked now, from its config alone
+        (quick: without TensorFlow; the import checks each layer's options too)."""
         if model_format(path) == "keras" and Path(path).is_file() and Path(path).suffix.lower() == ".keras":
             try:
-                keras3.importable_config(path)
+                keras3.importable_config(path, quick=True)
             except ArtifactError as exc:
                 raise ValueError(str(exc)) from None
         return path
@@ -75,7 +76,10 @@ def load(path: Path, kind: str):
         except Exception as exc:  # each runtime raises its own kinds for a bad file; the file is named either way
             raise ArtifactError(f"import: {path} is not a valid {kind} model: {keras3.one_line(exc)}") from None
         return data
-    return keras3.load_any_keras(path)
+    try:
+        return keras3.load_any_keras(path)
+    except ArtifactError as exc:  # already one line naming the file
+        raise ArtifactError(f"import: {exc}") from None
 
 
 def check_input(spec: dict, splits, params: ImportParams, path: Path) -> None:
@@ -107,8 +111,8 @@ def check_output(fmt, model, splits, path: Path) -> None:
     except Exception as exc:  # each runtime raises its own kinds; the file is named either way
         raise ArtifactError(f"import: {path} does not run on the data set's images: {keras3.one_line(exc)}") from None
     if logits.shape != (len(x), splits.num_classes):
-        raise ConfigError(f"import: {path} gives outputs of shape {[None, *logits.shape[1:]]} for a batch; the data set "
-                          f"has {splits.num_classes} classes, so slimlab reads one output of shape "
+        raise ConfigError(f"import: {path} gives outputs of shape {[None, *logits.shape[1:]]} for a batch; the data "
+                          f"set has {splits.num_classes} classes, so slimlab reads one output of shape "
                           f"[None, {splits.num_classes}] (the logits)")
 
 

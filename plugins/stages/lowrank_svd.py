@@ -9,15 +9,16 @@ says why.
 
 - K is ``rank``, or the smallest K whose singular values keep the fraction ``energy``
   of Σσ² (the default, 0.9). Set one of the two.
-- ``layers`` names the layers to split. By default: every Dense layer except the last,
-  which produces the logits; it is narrow (N = number of classes), so it rarely saves
+- ``layers`` names the layers to split, wherever they sit in the graph (residual branches,
+  squeeze-excite blocks, heads). By default: every Dense layer except those that produce the
+  model's outputs (the logits); they are narrow (N = number of classes), so it rarely saves
   anything, and any error there moves the decision directly. ``conv1x1: true`` adds
   the 1×1 Conv2D layers (dense layers over channels) to the default choice.
 - ``epochs`` of fine-tuning on the train split follow (0: none).
 
-The model must be a chain: a Sequential model or a functional model with one path.
-The sidecar's ``lowrank`` metric lists M, N, K, retained energy and the parameters
-before and after for each chosen layer.
+The functional graph is rebuilt with each chosen layer replaced by its pair. The sidecar's
+``lowrank`` metric lists M, N, K, retained energy and the parameters before and after for
+each chosen layer.
 """
 
 import numpy as np
@@ -26,7 +27,7 @@ from pydantic import Field, model_validator
 from slimlab import hookimpl
 from slimlab.errors import ConfigError
 from slimlab.stages import Stage, StageParams
-from slimlab.kit.surgery import layer_chain
+from slimlab.kit.depgraph import copy_layer, logits_layers, rebuild
 from slimlab.kit.training import compile_and_fit, keras
 
 
@@ -90,31 +91,28 @@ def factorise(model, ranks: dict[str, int]):
 
     The other layers are copied with their weights, so the input model is left as it was.
     """
-    x = inputs = keras().Input(model.input_shape[1:], dtype=model.inputs[0].dtype)
-    for layer in layer_chain(model, "lowrank.svd"):
-        weights = layer.get_weights()
+
+    def make(layer):
         if layer.name not in ranks:
-            copy = type(layer).from_config(layer.get_config())
-            x = copy(x)
-            copy.set_weights(weights)
-            continue
-        k = ranks[layer.name]
+            return copy_layer(layer)
+        k, weights = ranks[layer.name], layer.get_weights()
         u, s, vt = np.linalg.svd(kernel_matrix(layer), full_matrices=False)
-        root = np.sqrt(s[:k])
+        root, taps = np.sqrt(s[:k]), weights[0].shape[:-2]  # taps: () for Dense, (1, 1) for a 1x1 conv
         first, second = low_rank_pair(layer, k)
-        x = second(first(x))
-        first.set_weights([(u[:, :k] * root).reshape(first.get_weights()[0].shape)])
-        second.set_weights([(root[:, None] * vt[:k]).reshape(second.get_weights()[0].shape), *weights[1:]])
-    return keras().Model(inputs, x, name=model.name)
+        return [(first, [(u[:, :k] * root).reshape(*taps, -1, k)]),
+                (second, [(root[:, None] * vt[:k]).reshape(*taps, k, -1), *weights[1:]])]
+
+    return rebuild(model, make)
 
 
 def lowrank_svd(artifact, params: LowRankParams, ctx):
-    """Low-rank factorisation: split Dense (and 1x1 conv) kernels into two thin layers by truncated SVD, then fine-tune."""
+    """Low-rank factorisation: split Dense (and 1x1 conv) kernels anywhere in the graph into two thin layers by SVD."""
     model = artifact.model
-    eligible = [layer.name for layer in layer_chain(model, "lowrank.svd") if is_factorisable(layer)]
+    eligible = [layer.name for layer in model.layers if is_factorisable(layer)]
     if params.layers is None:
-        dense = keras().layers.Dense
-        chosen = [name for name in eligible[:-1] if params.conv1x1 or type(model.get_layer(name)) is dense]
+        dense, logits = keras().layers.Dense, logits_layers(model)
+        chosen = [name for name in eligible
+                  if name not in logits and (params.conv1x1 or type(model.get_layer(name)) is dense)]
     else:
         wrong = [name for name in params.layers if name not in eligible]
         if wrong:

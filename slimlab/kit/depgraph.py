@@ -58,6 +58,13 @@ def out_tensor(node):
     return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
 
+CONVS = ("Conv1D", "Conv2D", "Conv3D")
+DEPTHWISE = ("DepthwiseConv1D", "DepthwiseConv2D")
+SEPARABLE = ("SeparableConv1D", "SeparableConv2D")
+TRANSPOSED = ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+COUNTED = (*CONVS, *DEPTHWISE, *SEPARABLE, *TRANSPOSED, "Dense")
+
+
 def layer_macs(layer, in_shape, out_shape, cin: int, cout: int) -> int:
     """Multiply-accumulates of one call with ``cin`` input and ``cout`` output channels.
 
@@ -67,15 +74,14 @@ def layer_macs(layer, in_shape, out_shape, cin: int, cout: int) -> int:
     """
     kind = type(layer).__name__
     taps = math.prod(getattr(layer, "kernel_size", ()))
-    positions = math.prod(out_shape[1:-1])
-    if kind in ("Conv1D", "Conv2D", "Conv3D"):
-        return positions * taps * (cin // layer.groups) * cout
-    if kind in ("DepthwiseConv1D", "DepthwiseConv2D"):
-        return positions * taps * cout
-    if kind in ("SeparableConv1D", "SeparableConv2D"):
+    if kind in CONVS:
+        return math.prod(out_shape[1:-1]) * taps * (cin // layer.groups) * cout
+    if kind in DEPTHWISE:
+        return math.prod(out_shape[1:-1]) * taps * cout
+    if kind in SEPARABLE:
         middle = cin * layer.depth_multiplier
-        return positions * (taps * middle + middle * cout)
-    if kind in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"):
+        return math.prod(out_shape[1:-1]) * (taps * middle + middle * cout)
+    if kind in TRANSPOSED:
         return math.prod(in_shape[1:-1]) * taps * cin * cout
     if kind == "Dense":
         return math.prod(in_shape[1:-1]) * cin * cout
@@ -92,16 +98,25 @@ def macs(model) -> dict | None:
             if inner is None:
                 return None
             counts.update({f"{layer.name}/{name}": n for name, n in inner["layers"].items()})
-            continue
-        if node.is_input or not node.keras_inputs:
-            continue
-        in_shape, out_shape = tuple(node.keras_inputs[0].shape), tuple(out_tensor(node).shape)
-        n = layer_macs(layer, in_shape, out_shape, in_shape[-1], out_shape[-1])
-        if n and None in in_shape[1:] + out_shape[1:]:
-            return None
-        if n:
+        elif type(layer).__name__ in COUNTED:
+            in_shape, out_shape = tuple(node.keras_inputs[0].shape), tuple(out_tensor(node).shape)
+            if None in in_shape[1:] + out_shape[1:]:
+                return None
+            n = layer_macs(layer, in_shape, out_shape, in_shape[-1], out_shape[-1])
             counts[layer.name] = counts.get(layer.name, 0) + int(n)
     return {"total": sum(counts.values()), "layers": counts}
+
+
+def logits_layers(model) -> set[str]:
+    """The producers whose outputs are the model's outputs, looking back through layers that own no channels."""
+    made_by = {id(out_tensor(node)): node for node in nodes(model)}
+    found = set()
+    for tensor in model.outputs:
+        node = made_by[id(tensor)]
+        while type(node.layer).__name__ not in PRODUCERS and len(node.keras_inputs) == 1:
+            node = made_by[id(node.keras_inputs[0])]
+        found.add(node.layer.name)
+    return found
 
 
 def copy_layer(layer) -> list:
@@ -153,7 +168,7 @@ class Call:
     out_shape: tuple
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: groups key dicts
 class Group:
     """Units that come from the same producers: pruned together, ranked against each other."""
 

@@ -100,8 +100,23 @@ def global_order(groups: list[Group], scores, min_channels: int) -> np.ndarray:
     return np.concatenate(units)[np.argsort(np.concatenate(normalised), kind="stable")]
 
 
+def rounded(groups, removed: np.ndarray, scores, min_channels: int, round_to: int) -> np.ndarray:
+    """``removed`` with fewer of each group's weakest units, so that every group keeps a multiple of ``round_to``.
+
+    Kernels run channels in tiles (XNNPACK's are 8 or 16 wide): a count between two tiles costs the larger.
+    """
+    if round_to == 1:
+        return removed
+    kept = []
+    for group in groups:
+        order = removable(group, scores, min_channels)
+        keep = len(group.units) - int(np.isin(order, removed).sum())
+        kept.append(order[: max(0, len(group.units) - -(-keep // round_to) * round_to)])
+    return np.concatenate([np.zeros(0, np.int64), *kept])
+
+
 def choose(graph: DepGraph, groups: dict[Group, float], scores: np.ndarray, *, target: str, scope: str,
-           fraction: float, min_channels: int, stage: str) -> np.ndarray:
+           fraction: float, min_channels: int, round_to: int, stage: str) -> np.ndarray:
     """The units to remove: ``fraction`` of the channels (per group for uniform) or of the model's MACs.
 
     For MACs, the smallest uniform fraction, or the shortest prefix of the global order, that
@@ -110,20 +125,19 @@ def choose(graph: DepGraph, groups: dict[Group, float], scores: np.ndarray, *, t
     order = global_order(list(groups), scores, min_channels) if scope == "global" else None
 
     def removed_at(x: float) -> np.ndarray:
-        if order is not None:
-            return order[: int(np.ceil(x))]
-        return uniform(dict.fromkeys(groups, x), scores, min_channels)
+        raw = uniform(dict.fromkeys(groups, x), scores, min_channels) if order is None else order[: int(np.ceil(x))]
+        return rounded(groups, raw, scores, min_channels, round_to)
 
     if target == "channels":
         if order is None:
-            return uniform(groups, scores, min_channels)
+            return rounded(groups, uniform(groups, scores, min_channels), scores, min_channels, round_to)
         return removed_at(round(fraction * sum(len(group.units) for group in groups)))
     full = graph.macs(np.zeros(0, np.int64))
     low, high = 0.0, 1.0 if order is None else float(len(order))
     if graph.macs(removed_at(high)) > (1 - fraction) * full:
         reachable = 1 - graph.macs(removed_at(high)) / full
         raise ConfigError(f"{stage}: fraction: removing {fraction:.0%} of the MACs is out of reach; the chosen groups "
-                          f"allow at most {reachable:.1%} (lower min_channels or prune more layers)")
+                          f"allow at most {reachable:.1%} (lower min_channels or round_to, or prune more layers)")
     for _ in range(40):
         middle = (low + high) / 2
         low, high = (low, middle) if graph.macs(removed_at(middle)) <= (1 - fraction) * full else (middle, high)

@@ -173,3 +173,16 @@ def copy_blocks(student, teacher, block_map: dict[int, int]) -> None:
             copy(layer, f"block{block_map[int(m.group(1))]}_{m.group(2)}")
         elif layer.name in teacher_names:
             copy(layer, layer.name)
+
+
+def attention_macs(model) -> int:
+    """MACs of the attention products of one inference, QKᵀ and A·V: 2·T²·d per head and block.
+
+    They are batch matmuls between activations, which counts of Dense and Conv kernels leave out.
+    """
+    total = 0
+    for block in range(depth(model)):
+        for head in heads(model)[weighted_block(model, block)]:
+            tokens = model.get_layer(layer_name(block, "scores", head)).output.shape[-1]
+            total += 2 * tokens * tokens * model.get_layer(layer_name(weighted_block(model, block), "q", head)).units
+    return total

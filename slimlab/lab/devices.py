@@ -87,12 +87,20 @@ def device(name: str, entry: dict, source: str = "inventory") -> Device:
 
 
 def load_inventory(path: str | Path) -> dict[str, Device]:
-    """Device name -> validated :class:`Device`."""
-    inventory = config.load_yaml(path, "device inventory")
-    if not isinstance(inventory, dict):
-        raise ConfigError(f"{path}: a device inventory is a mapping with a `devices:` key")
-    config.validate(inventory, "devices.schema.yaml", str(path))
-    devices = {name: device(name, entry, str(path)) for name, entry in inventory["devices"].items()}
+    """Device name -> validated :class:`Device`, from one inventory file or every ``*.yaml`` in a folder
+    (``slimlab board up`` writes its board's entry to a file of its own there)."""
+    path = Path(path)
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    if not files:
+        raise ConfigError(f"{path}: no device inventory (*.yaml) in this folder")
+    devices, sources = {}, {}
+    for file in files:
+        inventory = config.load_mapping(file, "device inventory")
+        config.validate(inventory, "devices.schema.yaml", str(file))
+        for name, entry in inventory["devices"].items():
+            if name in devices:
+                raise ConfigError(f"{file}: device {name!r} is also in {sources[name]}")
+            devices[name], sources[name] = device(name, entry, str(file)), file
     by_resource: dict[str, str] = {}
     for name, found in devices.items():
         other = by_resource.setdefault(found.resource, name)

@@ -39,7 +39,7 @@ from slimlab import registry, report
 from slimlab.artifacts import Artifact, read_sidecar
 from slimlab.atomic import write_bytes, write_json
 from slimlab.errors import ArtifactError, DeviceError, SlimlabError
-from slimlab.lab import history, verdict
+from slimlab.lab import energy, history, verdict
 from slimlab.lab.context import throttled
 from slimlab.lab.devices import load_inventory
 from slimlab.lab.lock import device_lock, lock_dir
@@ -175,6 +175,30 @@ class Measurer:
         finally:
             transport.close()
 
+    def energy(self, candidate: Artifact, baseline: Artifact, record: BenchRecord) -> verdict.Comparison | None:
+        """Energy per inference, compared like latency: one measurement per side and round, each sampled and
+        net of an idle baseline; None on a device without a probe."""
+        device = self.inventory[record.device]
+        if device.probe == "none":
+            return None
+        settings = {**record.settings, "options": {record.format: record.options.requested}}
+        transport_class = registry.transports()[device.transport]
+        transport, probe_transport = transport_class(device), transport_class(device)
+        joules = {"baseline": [], "candidate": []}
+        try:
+            with device_lock(transport.physical_id, lock_dir(), self.lock_wait_s):
+                runner = registry.runners()[device.runner](device, transport)
+                probe = registry.energy_probes()[device.probe](device, probe_transport)
+                for index in range(self.rounds):
+                    order = (("baseline", baseline), ("candidate", candidate))
+                    for side, artifact in order if index % 2 == 0 else order[::-1]:
+                        _, used = energy.measure(probe, lambda a=artifact: runner.measure(a, record.threads, settings))
+                        joules[side].append([used.joules_per_inference])
+        finally:
+            transport.close()
+            probe_transport.close()
+        return verdict.compare(joules["baseline"], joules["candidate"], self.thresholds)
+
     def compare(self, candidate: Artifact, baseline: Artifact, record: BenchRecord) -> tuple[verdict.Comparison, dict]:
         """An ``unsure`` answer is measured once more, with twice the rounds, before it stands."""
         rounds = self.rounds
@@ -223,13 +247,20 @@ def evaluate(series: dict, accepted: dict, measurer: Measurer, run_dir: Path) ->
                size_bytes=candidate.info.size.bytes, baseline_size_bytes=baseline.info.size.bytes)
     try:
         result, raw = measurer.compare(candidate, baseline, record)
+        used = measurer.energy(candidate, baseline, record)
     except DeviceError as exc:
         return {**row, "status": "infra", "reason": str(exc)}
+    except ValueError as exc:  # energy net of idle that is not positive: too small to compare
+        used, notes = None, [*notes, f"energy not compared: {exc}"]
     samples = run_dir / "compare" / f"{hashlib.sha256(series_key(row).encode()).hexdigest()[:16]}.json"
-    write_json(samples, {"series": {k: row[k] for k in SERIES_KEYS}, "raw": raw, "comparison": result.as_dict()})
-    status = verdict.REGRESSION if exact == verdict.REGRESSION else result.verdict
+    write_json(samples, {"series": {k: row[k] for k in SERIES_KEYS}, "raw": raw, "comparison": result.as_dict(),
+                         "energy": used.as_dict() if used else None})
+    verdicts = [exact, result.verdict, *([used.verdict] if used else [])]
+    status = next((v for v in (verdict.REGRESSION, verdict.UNSURE, verdict.IMPROVEMENT) if v in verdicts), verdict.OK)
+    reasons = [result.reason, *([f"energy {used.reason}"] if used else []), *notes]
     return {**row, **{f"latency_{k}": v for k, v in result.as_dict().items() if k != "reason"},
-            "status": status, "reason": "; ".join([result.reason, *notes]), "samples": str(samples)}
+            **({f"energy_{k}": v for k, v in used.as_dict().items() if k != "reason"} if used else {}),
+            "status": status, "reason": "; ".join(reasons), "samples": str(samples)}
 
 
 def exit_code(rows: list[dict]) -> int:
@@ -268,8 +299,10 @@ def git_commit(workdir: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def run(workdir: Path, state: Path, snakemake: list[str], rounds: int, thresholds: verdict.Thresholds) -> int:
-    """The whole nightly; returns the exit code."""
+def run(workdir: Path, state: Path, snakemake: list[str], rounds: int, thresholds: verdict.Thresholds,
+        track=iter) -> int:
+    """The whole nightly; returns the exit code. ``track`` wraps the list of series as they are measured (the CLI
+    shows which of how many)."""
     with nightly_lock(state):
         recover_snakemake_lock(workdir, snakemake)
         built = subprocess.run(snakemake, cwd=workdir)
@@ -281,7 +314,12 @@ def run(workdir: Path, state: Path, snakemake: list[str], rounds: int, threshold
         run_dir = state / "runs" / run_id
         accepted = Baseline(state).load()
         measurer = Measurer(load_inventory(workdir / plan["inventory"]), rounds, thresholds)
-        rows = [evaluate(series, accepted, measurer, run_dir) for series in expected_series(plan)]
+        rows = [evaluate(series, accepted, measurer, run_dir) for series in track(expected_series(plan))]
+        if built.returncode != 0:
+            # A failed step or report is something a person must look at, like a missing record.
+            rows.append({"recipe": "(workflow)", "format": "", "record": "", "status": "infra",
+                         "reason": f"snakemake exited {built.returncode}: a step, a benchmark or the report failed; "
+                                   "see .snakemake/log/"})
         meta = {"run": run_id, "time": now(), "commit": git_commit(workdir), "snakemake_exit": built.returncode,
                 "config_sha256": hashlib.sha256(plan_path.read_bytes()).hexdigest(),
                 "baseline": accepted.get("accepted"), "host": platform.node(), "python": sys.version.split()[0]}

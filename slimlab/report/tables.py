@@ -51,6 +51,14 @@ FASTEST_COLUMNS = [*FASTEST_KEY, "option_set", "threads", "options", "latency_me
                    "speedup_vs_default", "runtime", "accuracy", "size_bytes"]
 
 
+def number_format(column: pd.Series) -> Callable[[float], str] | None:
+    """How the page and the terminal write a column of numbers: whole numbers with thousands separators, others to 4
+    significant digits; None for any other column."""
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return None
+    return "{:,.0f}".format if (column.dropna() % 1 == 0).all() else "{:.4g}".format
+
+
 def read_plan(path: Path) -> dict:
     """The workflow's ``deployables.json``: ``{"inventory", "bench", "deployables": [...]}``."""
     try:
@@ -234,8 +242,8 @@ def step_row(recipe: str, parent: Step | None, step: Step, read: ReadSidecar, ti
     if parent is None:
         return row
     before = read(Path(parent.artifact) / SIDECAR)
-    ratios = (timed.get(step.artifact, pd.Series(dtype=float)) / timed.get(parent.artifact, pd.Series(dtype=float)))
-    ratios = ratios.dropna()
+    child, parent_timed = timed.get(step.artifact), timed.get(parent.artifact)
+    ratios = (child / parent_timed).dropna() if child is not None and parent_timed is not None else ()
     return {**row, "size_ratio": after.size.bytes / before.size.bytes,
             "gzip_ratio": after.size.gzip_bytes / before.size.gzip_bytes,
             "accuracy_delta_pt": 100 * (after.accuracy["test"] - before.accuracy["test"]),

@@ -68,7 +68,7 @@ def test_schema_fills_defaults():
         (["train", {"quantize.int8": {"representative_samples": 0}}], "recipes.r[1]: invalid params for stage 'quantize.int8': representative_samples: Input should be greater than or equal to 1"),
         (["train", {"quantize.int8": {"io": "int4"}}], "io: Input should be 'int8' or 'float'"),
         (["train", {"quantize.int8": {"bits": 4}}], "bits: Extra inputs are not permitted"),
-        ([{"train": {"model": "resnet"}}], "unknown model 'resnet'; registered: cnn"),
+        ([{"train": {"model": "resnet9000"}}], "unknown model 'resnet9000'; registered: cnn"),
         ([{"train": {"model_params": {"depth": 3}}}], "model_params do not fit model 'cnn'"),
         ([{"train": {"epochs": "many"}}], "epochs: Input should be a valid integer"),
         ([{"train": {}, "extra": {}}], "recipes.r[0]: {'train': {}, 'extra': {}} has too many properties"),

@@ -1,5 +1,7 @@
 """distill: knowledge distillation from a Keras or TFLite teacher into a registered student, on digits."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -44,17 +46,18 @@ def test_soft_loss_is_kl_at_temperature_times_t_squared():
 
     p_t, p_s = softmax(t / 3), softmax(s / 3)
     expected = np.mean(np.sum(p_t * np.log(p_t / p_s), -1)) * 9
-    terms = loss_terms(y, s, t, [], [], LossWeights(soft=1, hard=0, temperature=3))
+    terms = loss_terms(y, s, t, LossWeights(soft=1, hard=0, temperature=3))
     assert float(terms["soft"]) == pytest.approx(expected, rel=1e-4)
-    assert float(loss_terms(y, t, t, [], [], LossWeights(soft=1, hard=0, temperature=3))["soft"]) == pytest.approx(0, abs=1e-6)
-    assert float(loss_terms(y, s, t, [], [], LossWeights(soft=1, hard=0, soft_loss="mse"))["soft"]) == pytest.approx(np.mean((s - t) ** 2), rel=1e-5)
+    assert float(loss_terms(y, t, t, LossWeights(soft=1, hard=0, temperature=3))["soft"]) == pytest.approx(0, abs=1e-6)
+    assert float(loss_terms(y, s, t, LossWeights(soft=1, hard=0, soft_loss="mse"))["soft"]) == pytest.approx(np.mean((s - t) ** 2), rel=1e-5)
 
 
 def test_loss_weights_are_validated():
-    assert validate(alpha=0.7).loss_weights == {"soft": 0.7, "hard": pytest.approx(0.3), "cos": 0.0, "hidden": 0.0}
+    assert validate(alpha=0.7).loss_weights == {"soft": 0.7, "hard": pytest.approx(0.3), "cos": 0.0, "hidden": 0.0,
+                                                "embedding": 0.0, "attention": 0.0}
     distilbert = validate(w_soft=5, w_hard=2, w_cos=1)
     assert distilbert.alpha is None
-    assert distilbert.loss_weights == {"soft": 5, "hard": 2, "cos": 1, "hidden": 0}
+    assert distilbert.loss_weights == {"soft": 5, "hard": 2, "cos": 1, "hidden": 0, "embedding": 0, "attention": 0}
     with pytest.raises(ConfigError, match="alpha and w_soft/w_hard are alternatives"):
         validate(alpha=0.5, w_soft=1, w_hard=1)
     with pytest.raises(ConfigError, match="w_soft and w_hard go together"):
@@ -74,7 +77,7 @@ def test_student_and_layers_are_validated():
         validate(student="nope")
     with pytest.raises(ConfigError, match="student: model_params do not fit model 'cnn'"):
         validate(student_params={"depth": 3})
-    with pytest.raises(ConfigError, match="student_layers/teacher_layers only apply to feature matching"):
+    with pytest.raises(ConfigError, match="student_layers/teacher_layers only apply to hidden-state matching"):
         validate(student_layers=["conv1"])
 
 
@@ -103,7 +106,7 @@ def test_kd_from_an_int8_tflite_teacher(tiny_artifacts, tmp_path):
 
 
 def test_feature_matching_needs_a_keras_teacher(tiny_artifacts, tmp_path):
-    with pytest.raises(ConfigError, match="w_cos/w_hidden .* a tflite teacher"):
+    with pytest.raises(ConfigError, match="w_cos/w_hidden/w_embedding/w_attention .* a tflite teacher"):
         distill(tiny_artifacts, tmp_path, teacher="fp32", w_hidden=1.0, epochs=1)
 
 
@@ -122,3 +125,96 @@ def test_feature_maps_of_different_spatial_size_are_refused(tiny_artifacts, tmp_
         distill(tiny_artifacts, tmp_path, w_hidden=1, student_layers=["conv2"], teacher_layers=["conv1"], epochs=1)
     with pytest.raises(ConfigError, match="teacher_layers: no layer named nope"):
         distill(tiny_artifacts, tmp_path, w_hidden=1, teacher_layers=["nope"], epochs=1)
+
+
+# --- transformers: TinyBERT's layer maps and losses, DistilBERT's initialisation ------------------
+
+VIT_TEACHER = {"patch": 4, "depth": 4, "width": 16, "heads": 4}
+VIT_STUDENT = {"student": "vit", "student_params": {"patch": 4, "depth": 2, "width": 8, "heads": 4}}
+TINYBERT_INTERMEDIATE = {"w_soft": 0, "w_hard": 0, "w_embedding": 1, "w_attention": 1, "w_hidden": 1}
+
+
+@pytest.mark.parametrize("n, m, uniform, top, bottom", [
+    (12, 4, [3, 6, 9, 12], [9, 10, 11, 12], [1, 2, 3, 4]),  # TinyBERT's 4-layer student of BERT-base: g(m) = 3m
+    (8, 2, [4, 8], [7, 8], [1, 2]),
+    (6, 3, [2, 4, 6], [4, 5, 6], [1, 2, 3]),  # DistilBERT: every other layer
+    (4, 1, [4], [4], [1]),
+    (5, 2, [2, 5], [4, 5], [1, 2]),
+    (3, 3, [1, 2, 3], [1, 2, 3], [1, 2, 3]),
+])
+def test_layer_maps_for_teacher_and_student_depths(n, m, uniform, top, bottom):
+    teacher, student = list(range(1, n + 1)), [f"s{i}" for i in range(1, m + 1)]
+    for how, expected in (("uniform", uniform), ("top", top), ("bottom", bottom)):
+        assert map_layers(teacher, student, how) == dict(zip(student, expected)), how
+
+
+def test_block_map_and_distilbert_initialisation_copy_the_mapped_teacher_blocks():
+    from slimlab.kit import transformer
+    from slimlab.kit.distillation import attention_matches, block_map
+
+    teacher = registry.models()["vit"].build((8, 8, 1), 10, **VIT_TEACHER)
+    student = registry.models()["vit"].build((8, 8, 1), 10, **{**VIT_TEACHER, "depth": 2})
+    blocks = block_map(teacher, student, "uniform")
+    assert blocks == {0: 1, 1: 3}
+    assert attention_matches(teacher, student, blocks, "scores") == {
+        f"block{s}_head{h}_scores": f"block{t}_head{h}_scores" for s, t in blocks.items() for h in range(4)}
+    transformer.copy_blocks(student, teacher, blocks)
+    for layer in student.layers:
+        if layer.weights:
+            source = re.sub(r"^block(\d+)_", lambda m: f"block{blocks[int(m.group(1))]}_", layer.name)
+            for mine, theirs in zip(layer.get_weights(), teacher.get_layer(source).get_weights()):
+                np.testing.assert_array_equal(mine, theirs)
+    narrow = registry.models()["vit"].build((8, 8, 1), 10, **VIT_STUDENT["student_params"])
+    with pytest.raises(ConfigError, match="student layer 'patch_embed' and teacher layer 'patch_embed' differ in shape"):
+        transformer.copy_blocks(narrow, teacher, {0: 1, 1: 3})
+    with pytest.raises(ConfigError, match="student block 0 has 2 heads, teacher block 1 has 4"):
+        attention_matches(teacher, registry.models()["vit"].build((8, 8, 1), 10, **{**VIT_TEACHER, "heads": 2}), blocks, "scores")
+
+
+def test_transformer_params_are_validated():
+    assert validate(w_soft=0, w_hard=0, w_attention=1).loss_weights["attention"] == 1
+    with pytest.raises(ConfigError, match="student_layers/teacher_layers only apply to hidden-state matching"):
+        validate(w_attention=1, student_layers=["block0_out"])
+    with pytest.raises(ConfigError, match="student_init: Input should be 'random', 'teacher_layers' or 'input'"):
+        validate(student_init="every_other")
+
+
+@pytest.fixture(scope="module")
+def vit_teacher(tmp_path_factory):
+    step = {"stage": "train", "params": {"model": "vit", "epochs": 4, "learning_rate": 3e-3, "model_params": VIT_TEACHER},
+            "dataset": DIGITS}
+    return run_step(step, None, tmp_path_factory.mktemp("vit") / "train" / "artifact.json")
+
+
+def distill_vit(parent, tmp_path, name, **params):
+    step = {"stage": "distill", "params": {"learning_rate": 3e-3, **params}, "dataset": DIGITS}
+    return run_step(step, parent.sidecar, tmp_path / name / "artifact.json")
+
+
+@pytest.mark.slow
+def test_tinybert_two_steps_every_loss_term_is_nonzero_and_falls(vit_teacher, tiny_artifacts, tmp_path):
+    intermediate = distill_vit(vit_teacher, tmp_path, "intermediate", **VIT_STUDENT, **TINYBERT_INTERMEDIATE,
+                               w_cos=1, epochs=4)
+    metrics = intermediate.info.metrics
+    assert metrics["block_mapping"] == {"0": 1, "1": 3}
+    assert metrics["layer_mapping"] == {"block0_out": "block1_out", "block1_out": "block3_out"}
+    for term in ("embedding", "attention", "hidden", "cos"):
+        losses = metrics["history"][term]
+        assert losses[0] > 0 and losses[-1] < losses[0], (term, losses)
+
+    prediction = distill_vit(intermediate, tmp_path, "prediction", student_init="input", w_soft=1, w_hard=1,
+                             temperature=2, epochs=3)
+    metrics = prediction.info.metrics
+    assert [step.stage for step in prediction.lineage] == ["train", "distill", "distill"]
+    assert metrics["teacher"] == str(vit_teacher.dir)  # the original teacher, not the intermediate student
+    assert metrics["params_teacher"] == vit_teacher.info.params.count
+    assert metrics["params_student"] == intermediate.model.count_params()
+    for term in ("soft", "hard"):
+        losses = metrics["history"][term]
+        assert losses[0] > 0 and losses[-1] < losses[0], (term, losses)
+    assert prediction.info.accuracy["test"] > 0.5  # ten classes: chance is 0.1
+
+    with pytest.raises(ConfigError, match="student_init input needs the Keras student of a distill step"):
+        distill_vit(vit_teacher, tmp_path, "no-student", student_init="input", alpha=0.5, epochs=1)
+    with pytest.raises(ConfigError, match="distill: the teacher is not a transformer"):
+        distill(tiny_artifacts, tmp_path, name="cnn-teacher", **VIT_STUDENT, w_attention=1, epochs=1)

@@ -157,7 +157,8 @@ def supported_layer_models(keras3):
     L = keras3.layers
     inp = keras3.Input((12, 12, 4))
     branches = [L.Conv2D(4, 1, activation="relu")(inp), L.Conv2D(4, 3, padding="same", activation="swish")(inp),
-                L.MaxPooling2D(3, strides=1, padding="same")(inp), L.AveragePooling2D(3, strides=1, padding="same")(inp)]
+                L.MaxPooling2D(3, strides=1, padding="same")(inp),
+                L.AveragePooling2D(3, strides=1, padding="same")(inp)]
     x = L.Concatenate()(branches)
     s = L.Reshape((1, 1, 16))(L.Dense(16, activation="sigmoid")(L.GlobalAveragePooling2D()(x)))
     x = L.Flatten()(L.Multiply()([x, s]))
@@ -317,7 +318,8 @@ def test_a_custom_layer_is_refused_by_name(keras3, tmp_path):
 
     inp = keras3.Input((4,))
     path = save(keras3.Model(inp, keras3.layers.Dense(2)(Scale(name="my_scale")(inp))), tmp_path, "custom")
-    with pytest.raises(k3i.UnsupportedKeras3Model, match="layer 'my_scale' is a custom layer \\(registered as 'MyPkg>Scale'"):
+    with pytest.raises(k3i.UnsupportedKeras3Model,
+                       match="layer 'my_scale' is a custom layer \\(registered as 'MyPkg>Scale'"):
         k3i.import_keras3(path)
 
 
@@ -331,6 +333,8 @@ def test_several_problems_are_all_listed_on_one_line(keras3, tmp_path):
     with pytest.raises(k3i.UnsupportedKeras3Model) as err:
         k3i.import_keras3(path)
     assert len(err.value.problems) == 3
+    # the config check that runs when the config loads (without TensorFlow) finds the same
+    assert k3i.check(k3i.read_archive(path)[0], quick=True) == err.value.problems
     assert "\n" not in str(err.value)
     assert str(err.value).startswith(f"{path}: layer 'c_hs' (Conv2D) uses activation 'hard_sigmoid', which tf_keras "
                                      "does not compute the same way; layer 'plus_one' is a keras.layers.Lambda")

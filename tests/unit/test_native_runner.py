@@ -1,5 +1,7 @@
 """The native runner: the argv it builds per runtime, and what it makes of the tools' real output."""
 
+import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
@@ -7,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from slimlab.errors import ArtifactError, ConfigError, DeviceError
+from slimlab.lab import bench
 from slimlab.lab.parsers import ParseError
 from slimlab.lab.transport import CommandResult
 from slimlab.plugins.lab.native_runner import COMPUTE_UNITS
@@ -67,10 +70,10 @@ def pixel(native: dict):
                                 "native": native})
 
 
-def runner(transport, compute_unit="cpu"):
+def runner(transport, compute_unit="cpu", **native):
     # A device has one compute unit: it lists the tools of the runtimes that offer it.
     tools = {runtime: TOOLS[runtime] for runtime, units in COMPUTE_UNITS.items() if compute_unit in units}
-    return runners()["native"](pixel({"tools": tools, "compute_unit": compute_unit}), transport)
+    return runners()["native"](pixel({"tools": tools, "compute_unit": compute_unit, **native}), transport)
 
 
 def sample(name: str) -> str:
@@ -89,7 +92,8 @@ def test_tflite_argv_and_result(compute_unit, flags, log):
     assert transport.pushed == [Path("/results/artifacts/model.tflite")]
     assert transport.commands == [[
         TOOLS["tflite"], "--graph=/data/local/tmp/slimlab/blobs/3fa9.tflite", "--num_threads=4",
-        "--warmup_runs=5", "--warmup_min_secs=0", "--num_runs=50", "--min_secs=1.0", *flags]]
+        "--warmup_runs=5", "--warmup_min_secs=0", "--num_runs=50", "--min_secs=1.0",
+        "--report_peak_memory_footprint=true", *flags]]
     assert raw["runtime"] == "tflite benchmark_model" and raw["threads"] == 4
     assert raw["compute_unit"] == compute_unit and "latencies_ms" not in raw
     assert raw["init_ms"] == pytest.approx(87.639) and raw["first_inference_ms"] == pytest.approx(106.436)
@@ -103,10 +107,53 @@ def test_tflite_argv_and_result(compute_unit, flags, log):
         assert coverage["replaced"] == 64 and coverage["fraction"] == pytest.approx(64 / 66)
 
 
-def test_a_gpu_run_without_a_delegate_is_not_passed_off_as_gpu():
-    transport = FakeTransport({TOOLS["tflite"]: ("", sample("tflite_benchmark_model_cpu_gpu.txt"))})
+@pytest.mark.parametrize("log", [sample("tflite_benchmark_model_cpu_gpu.txt"),
+                                 # The GPU delegate failed; XNNPACK took the model on the CPU.
+                                 sample("tflite_benchmark_model_peak_memory.txt")], ids=["no-delegate", "xnnpack"])
+def test_a_gpu_run_without_a_gpu_delegate_is_not_passed_off_as_gpu(log):
+    transport = FakeTransport({TOOLS["tflite"]: ("", log)})
     with pytest.raises(DeviceError, match="device 'pixel': benchmark_model ran without a gpu delegate"):
         runner(transport, "gpu").measure(FakeArtifact("tflite"), 1, SETTINGS)
+
+
+def test_tflite_memory_figures_are_in_the_result():
+    transport = FakeTransport({TOOLS["tflite"]: ("", sample("tflite_benchmark_model_peak_memory.txt"))})
+    raw = runner(transport).measure(FakeArtifact("tflite"), 1, SETTINGS)
+    assert raw["memory"] == {"peak_rss_kib": 7188, "load_growth_kib": 2520, "init_footprint_mb": 2.46094,
+                             "overall_footprint_mb": 2.58984, "peak_footprint_mb": 7.01953, "end_rss_mb": 6,
+                             "end_rss_anon_mb": 2, "end_rss_file_mb": 4}
+    assert "ops" not in raw  # no op profile unless asked for
+
+
+def test_op_profile_is_a_second_run_and_goes_into_the_result():
+    log = sample("tflite_benchmark_model_cpu_gpu.txt") + sample("tflite_op_profiling.txt")
+    transport = FakeTransport({TOOLS["tflite"]: ("", log)})
+    raw = runner(transport, op_profile=True).measure(FakeArtifact("tflite"), 1, SETTINGS)
+    timed, profiled = transport.commands
+    assert "--enable_op_profiling=true" not in timed and profiled == [*timed, "--enable_op_profiling=true"]
+    assert [op["node_type"] for op in raw["ops"]] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+    assert raw["ops"][0] == {"node_type": "CONV_2D", "avg_ms": 2651.853, "avg_percent": 89.897, "times_called": 15,
+                             "count": 15, "flops_percent": None}
+
+
+def test_op_profile_asked_for_but_not_printed_raises():
+    transport = FakeTransport({TOOLS["tflite"]: ("", sample("tflite_benchmark_model_cpu_gpu.txt"))})
+    with pytest.raises(ParseError, match="--enable_op_profiling=true printed no op profile"):
+        runner(transport, op_profile=True).measure(FakeArtifact("tflite"), 1, SETTINGS)
+
+
+def test_bench_record_carries_the_tools_memory(tiny_artifacts, tmp_path):
+    """Through bench.run on this host: a stand-in benchmark_model prints a real log; the record keeps its memory."""
+    tool = tmp_path / "benchmark_model"
+    tool.write_text(f"#!{sys.executable}\nimport sys\n"
+                    f"sys.stderr.write({sample('tflite_benchmark_model_peak_memory.txt')!r})\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    device = lab_device("here", {"transport": "local", "runner": "native", "workdir": str(tmp_path / "work"),
+                                 "native": {"tools": {"tflite": str(tool)}}})
+    record = bench.run(device, tiny_artifacts["fp32"].sidecar, 1, SETTINGS, tmp_path / "record.json",
+                       locks=tmp_path / "locks")
+    assert record.memory["peak_rss_kib"] == 7188 and record.memory["end_rss_mb"] == 6
+    assert record.latency.median_ms == pytest.approx(0.187) and "memory" not in record.raw
 
 
 @pytest.mark.parametrize("compute_unit, gpu_device", [("cpu", "-1"), ("vulkan", "0")])
@@ -144,9 +191,17 @@ def test_mnn_gets_a_folder_of_its_own_and_a_forward_type(compute_unit, forward):
     assert raw["tool_settings"]["Forward type"] == "CPU"
 
 
+def test_a_stream_cut_inside_a_number_is_not_read_as_whole():
+    # benchncnn's output merged into stdout (old adb) and cut inside avg = 8.46: 8.4 would pass for a time.
+    cut = "loop_count = 8\n/data/local/tmp/slimlab/blobs/3fa9.param  min =    8.40  max =    8.52  avg =    8.4"
+    transport = FakeTransport({TOOLS["ncnn"]: (cut, "")})
+    with pytest.raises(ParseError, match="ncnn benchncnn: "):
+        runner(transport).measure(FakeArtifact("ncnn", input_shape=[1, 28, 28, 1]), 1, SETTINGS)
+
+
 def test_mnn_output_without_this_model_raises():
     transport = FakeTransport({TOOLS["mnn"]: (sample("mnn_benchmark_out.txt"), "")})
-    with pytest.raises(ParseError, match="MNN benchmark.out: expected .* one timing line for model.mnn"):
+    with pytest.raises(ParseError, match="MNN benchmark.out: expected the loop count and one timing line for model"):
         runner(transport).measure(FakeArtifact("mnn"), 2, SETTINGS)
 
 

@@ -12,7 +12,7 @@ from tests.support import REPO
 
 HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")]
 # The parts of the host that sit on top of the kit and the lab: they may import both.
-TOP = {"slimlab/cli.py", "slimlab/workflow.py", "slimlab/report.py"}
+TOP = {"slimlab/cli.py", "slimlab/workflow.py", "slimlab/zygote.py"}
 
 
 def imported_modules(path: Path) -> set[str]:

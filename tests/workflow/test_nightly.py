@@ -81,7 +81,7 @@ def test_the_history_keeps_every_run_with_its_metadata(workdir):
 def test_a_killed_run_is_recovered_by_the_next_nightly(workdir):
     """SIGKILL snakemake mid-bench; the nightly clears its lock (and says so) and finishes consistently."""
     for folder in ("results/bench", "results/report", "results/logs/bench"):
-        shutil.rmtree(workdir / folder)
+        shutil.rmtree(workdir / folder, ignore_errors=True)
     started = subprocess.Popen([sys.executable, "-m", "snakemake", "--workflow-profile", "profiles/ci"],
                                cwd=workdir, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -110,3 +110,27 @@ def test_a_second_nightly_at_the_same_time_refuses(workdir):
     assert second.returncode == 2
     assert f"another nightly is running here: pid {first.pid}" in second.stderr
     assert first.returncode == 0
+
+
+def test_energy_is_compared_like_latency(workdir, tmp_path):
+    """A device whose meter follows real CPU use, and a candidate that burns 60 % more CPU per inference."""
+    from tests.sysfs import CpuDrivenModel, RaplZone
+
+    zone = RaplZone(tmp_path / "sysfs", "intel-rapl:0", "package-0", share=1.0)
+    wrapper = tmp_path / "python-slowed"
+    wrapper.write_text(f"#!/bin/sh\nSLIMLAB_SLOWDOWN=0.6 PYTHONPATH={REPO / 'bench/slowdown'} exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    inventory = yaml.safe_load((workdir / "devices.yaml").read_text())
+    inventory["devices"]["metered"] = {**inventory["devices"]["here"], "python": {"interpreter": str(wrapper)},
+                                       "energy": {"probe": "rapl", "root": str(tmp_path / "sysfs"),
+                                                  "interval_s": 0.02, "settle_s": 0.1}}
+    (workdir / "devices.yaml").write_text(yaml.safe_dump(inventory))
+    config = yaml.safe_load((workdir / "config/config.yaml").read_text())
+    config["lab"]["devices"] = ["metered"]
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
+    with CpuDrivenModel([zone], idle_w=2.0, busy_w=10.0):
+        done = nightly(workdir)
+    assert done.returncode == 1, done.stdout + done.stderr[-2000:]
+    for row in latest_verdict(workdir)["series"]:
+        assert row["status"] == "regression" and row["energy_ratio"] > 1.2, row
+        assert "energy" in row["reason"]

@@ -1,4 +1,5 @@
-# The report: every deployable's sidecar and bench records -> tables and a summary page.
+# The report: every deployable's sidecar and bench records -> tables, a summary page and a plot
+# (slimlab/report/). `slimlab report show` prints the summary in a terminal.
 # The list of deployables goes to the report through a file (a long list would overflow
 # a command line). If the run fails (a device was down), onerror still writes the
 # report from what was measured, with the failures as rows.
@@ -44,7 +45,7 @@ rule report:
     conda:
         "../../environment.yml"
     shell:
-        "slimlab report --deployables {input.deployables:q} --outdir {params.outdir:q} > {log:q} 2>&1"
+        "slimlab report build --deployables {input.deployables:q} --outdir {params.outdir:q} > {log:q} 2>&1"
 
 
 # Fails the run, after the report is written, if a recipe step failed: cron and CI notice.
@@ -63,7 +64,7 @@ rule steps_succeeded:
 
 onerror:
     if os.path.isfile(rules.deployables.output[0]):
-        shell("slimlab report --deployables {rules.deployables.output[0]:q} --outdir results/report || true")
+        shell("slimlab report build --deployables {rules.deployables.output[0]:q} --outdir results/report || true")
 
 
 REPORT_FILES = [*rules.report.output, *rules.steps_succeeded.output]

@@ -115,13 +115,13 @@ def is_tf_keras_version(version: str) -> bool:
     return version.startswith("2.")
 
 
-def importable_config(path) -> tuple[dict, str]:
+def importable_config(path, *, quick: bool = False) -> tuple[dict, str]:
     """(config, Keras version) of a ``.keras`` archive. One written by Keras 3 that tf_keras cannot
-    reproduce raises UnsupportedKeras3Model naming the file and every problem."""
+    reproduce raises UnsupportedKeras3Model naming the file and every problem (``quick``: see check)."""
     config, metadata = read_archive(path)
     version = str(metadata.get("keras_version", ""))
     if not is_tf_keras_version(version):
-        problems = check(config)
+        problems = check(config, quick=quick)
         if problems:
             raise UnsupportedKeras3Model(problems, path)
     return config, version
@@ -165,27 +165,31 @@ def _describe(layer_cfg: dict) -> str:
     return f"a keras.layers.{cls}"
 
 
-def check(config: dict) -> list[str]:
-    """Every reason this model config cannot be imported (empty list: it can)."""
+def check(config: dict, *, quick: bool = False) -> list[str]:
+    """Every reason this model config cannot be imported (empty list: it can).
+
+    ``quick`` leaves out what needs tf_keras's layer classes, and so TensorFlow (seconds to load):
+    whether each option has a tf_keras equivalent. Classes, activations and dtypes are checked.
+    """
     if not is_model(config):
         return [f"the model is a {config.get('module', '?')}.{config.get('class_name', '?')} (a subclassed "
                 f"model: its graph is Python code, not stored in the file), {_UNSUPPORTED}"]
     problems: list[str] = []
-    _check_model(config, problems)
+    _check_model(config, problems, quick)
     return problems
 
 
-def _check_model(model_cfg: dict, problems: list[str]) -> None:
+def _check_model(model_cfg: dict, problems: list[str], quick: bool) -> None:
     for layer in model_cfg["config"]["layers"]:
         name = layer_name(layer)
         if is_model(layer):
-            _check_model(layer, problems)
+            _check_model(layer, problems, quick)
             continue
         if not _builtin_layer(layer) or layer.get("class_name") not in SUPPORTED_LAYERS:
             problems.append(f"layer {name!r} is {_describe(layer)}, {_UNSUPPORTED}")
             continue
         try:
-            translate_layer_config(layer["class_name"], layer.get("config", {}))
+            translate_layer_config(layer["class_name"], layer.get("config", {}), quick=quick)
         except UnsupportedKeras3Model as exc:
             problems.extend(exc.problems)
         for node in layer.get("inbound_nodes", []):
@@ -260,8 +264,10 @@ def _translate_object(kind: str, value, where: str, notes: list[str]):
         return None
 
 
-def _translate_value(key: str, value, class_name: str, where: str, notes: list[str]) -> tuple[str, Any]:
-    """One config entry as tf_keras wants it: (key, value); UnsupportedKeras3Model if it has no equivalent."""
+def _translate_value(key: str, value, class_name: str, where: str, notes: list[str],
+                     quick: bool) -> tuple[str, Any]:
+    """One config entry as tf_keras wants it: (key, value); UnsupportedKeras3Model if it has no equivalent.
+    ``quick`` leaves initializers, regularizers and constraints as they are."""
     key = _RENAMES.get(class_name, {}).get(key, key)
     if key == "dtype":
         return key, _dtype_name(value, where)
@@ -269,7 +275,7 @@ def _translate_value(key: str, value, class_name: str, where: str, notes: list[s
         return "batch_input_shape", value
     for kind in ("initializer", "regularizer", "constraint"):
         if key.endswith(f"_{kind}"):
-            return key, _translate_object(kind, value, f"{where}.{key}", notes)
+            return key, value if quick else _translate_object(kind, value, f"{where}.{key}", notes)
     if key == "activation":
         if not isinstance(value, str) or value not in ACTIVATIONS:
             shown = value.get("config", value) if isinstance(value, dict) else value
@@ -281,26 +287,29 @@ def _translate_value(key: str, value, class_name: str, where: str, notes: list[s
     return key, value
 
 
-def translate_layer_config(class_name: str, cfg3: dict, notes: list[str] | None = None) -> tuple[type, dict]:
+def translate_layer_config(class_name: str, cfg3: dict, notes: list[str] | None = None, *,
+                           quick: bool = False) -> tuple[type | None, dict]:
     """(tf_keras layer class, tf_keras config) for one Keras 3 layer config.
 
     Raises UnsupportedKeras3Model listing every option it cannot translate; ``notes``
-    collects what it dropped as harmless (training-only settings).
+    collects what it dropped as harmless (training-only settings). ``quick`` only checks
+    what needs no tf_keras class (see :func:`check`) and returns no class.
     """
     notes = [] if notes is None else notes
     where = f"layer {cfg3.get('name', '?')!r} ({class_name})"
-    cls = getattr(tf_keras().layers, class_name)
-    params, var_kw = _init_params(cls)
-    accepted = params | (_BASE_KWARGS if var_kw else set())
+    cls = None if quick else getattr(tf_keras().layers, class_name)
+    if cls is not None:
+        params, var_kw = _init_params(cls)
+        accepted = params | (_BASE_KWARGS if var_kw else set())
     problems: list[str] = []
     out: dict[str, Any] = {}
     for key3, value3 in cfg3.items():
         try:
-            key, value = _translate_value(key3, value3, class_name, where, notes)
+            key, value = _translate_value(key3, value3, class_name, where, notes, quick)
         except UnsupportedKeras3Model as exc:
             problems.extend(exc.problems)
             continue
-        if key in accepted:
+        if cls is None or key in accepted:
             out[key] = value
             continue
         allowed = _DROPPABLE.get(key)

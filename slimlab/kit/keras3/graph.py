@@ -253,6 +253,8 @@ def import_keras3_with_report(path, *, weights: str = "auto", verify: bool = Tru
     except Keras3ImportError as exc:
         exc.path = exc.path or path
         raise
+    except (ValueError, TypeError, KeyError, OSError) as exc:  # Keras, TensorFlow or h5py refusing the file
+        raise Keras3ImportError(f"cannot import it: {one_line(exc)}", path) from exc
 
 
 def _import(path, weights: str, verify: bool, atol: float):

@@ -1,0 +1,126 @@
+"""The zygote: TensorFlow loaded once per machine, every step still its own process with its own log."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import DIGITS, REPO
+
+PROBE = textwrap.dedent('''
+    """probe.*: stages that report on the process they run in."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from slimlab import hookimpl
+    from slimlab.stages import Stage
+
+
+    def where(artifact, params, ctx):
+        """Record whether TensorFlow was loaded before this step touched it, and who started this process."""
+        ctx.record(tensorflow_preloaded="tensorflow" in sys.modules, parent=os.getppid(), pid=os.getpid())
+        from slimlab.kit.training import build_model
+
+        return build_model("cnn", {"width": 2, "dense": 4}, ctx.splits, ctx.seed)
+
+
+    def crash(artifact, params, ctx):
+        """Die the hard way."""
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+    def linger(artifact, params, ctx):
+        """Say where it runs, then wait long enough to be killed."""
+        with open(os.environ["PROBE_PIDFILE"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(120)
+
+
+    @hookimpl
+    def register_stages(register):
+        for name, run in (("probe.where", where), ("probe.crash", crash), ("probe.linger", linger)):
+            register(Stage(name, run, inputs=(), output="keras"))
+''')
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zygote")
+    (root / "plugins").mkdir()
+    (root / "plugins/probe.py").write_text(PROBE)
+    # A zygote of this module's own (its socket folder comes from XDG_RUNTIME_DIR), shared by its tests.
+    runtime = root / "run"
+    runtime.mkdir(mode=0o700)
+    yield {**os.environ, "SLIMLAB_PLUGINS_DIR": str(root / "plugins"), "XDG_RUNTIME_DIR": str(runtime)}
+    for sock in runtime.rglob("zygote-*.sock"):  # stop it: it would idle on for minutes
+        pid = subprocess.run(["fuser", str(sock)], capture_output=True, text=True).stdout.split()
+        for p in pid:
+            os.kill(int(p), signal.SIGTERM)
+
+
+def run_step(stage: str, out: Path, env: dict, **kwargs) -> subprocess.CompletedProcess:
+    step = json.dumps({"stage": stage, "params": {}, "output": "keras", "dataset": DIGITS})
+    return subprocess.run([sys.executable, "-m", "slimlab.cli", "run-step", "--step", step, "--output", str(out)],
+                          env=env, capture_output=True, text=True, **kwargs)
+
+
+def metrics(out: Path) -> dict:
+    return json.loads(out.read_text())["metrics"]
+
+
+def test_a_keras_step_runs_in_a_child_of_the_zygote_with_tensorflow_loaded(tmp_path, env):
+    first, second = (run_step("probe.where", tmp_path / name / "artifact.json", env) for name in ("a", "b"))
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    a, b = metrics(tmp_path / "a/artifact.json"), metrics(tmp_path / "b/artifact.json")
+    assert a["tensorflow_preloaded"] and b["tensorflow_preloaded"]
+    assert a["parent"] == b["parent"] and a["pid"] != b["pid"]  # one zygote, one child per job
+    alone = run_step("probe.where", tmp_path / "c/artifact.json", {**env, "SLIMLAB_ZYGOTE": "0"})
+    assert alone.returncode == 0 and not metrics(tmp_path / "c/artifact.json")["tensorflow_preloaded"]
+
+
+def test_a_crash_stays_in_its_job_and_the_next_job_runs(tmp_path, env):
+    crashed = run_step("probe.crash", tmp_path / "x/artifact.json", env)
+    assert crashed.returncode == 128 + signal.SIGSEGV
+    after = run_step("probe.where", tmp_path / "y/artifact.json", env)
+    assert after.returncode == 0 and metrics(tmp_path / "y/artifact.json")["tensorflow_preloaded"]
+
+
+def test_killing_the_job_ends_its_child(tmp_path, env):
+    pidfile = tmp_path / "linger.pid"
+    job = subprocess.Popen([sys.executable, "-m", "slimlab.cli", "run-step", "--step",
+                            json.dumps({"stage": "probe.linger", "params": {}, "output": "keras", "dataset": DIGITS}),
+                            "--output", str(tmp_path / "z/artifact.json")], env={**env, "PROBE_PIDFILE": str(pidfile)})
+    deadline = time.monotonic() + 180
+    while not (pidfile.is_file() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    child = int(pidfile.read_text())
+    assert child != job.pid and Path(f"/proc/{child}").exists()  # the step runs in the zygote's child
+    job.kill()
+    job.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists()
+
+
+def test_a_job_without_keras_never_imports_tensorflow(tiny_artifacts, tmp_path):
+    step = json.dumps({"stage": "convert.mnn", "params": {}, "output": "mnn", "dataset": DIGITS})
+    code = textwrap.dedent(f"""
+        import sys
+        from slimlab.cli import main
+        code = main(["run-step", "--step", {step!r}, "--input", {str(tiny_artifacts['fp32'].sidecar)!r},
+                     "--output", {str(tmp_path / 'mnn/artifact.json')!r}])
+        print("tensorflow loaded:", "tensorflow" in sys.modules)
+        sys.exit(code)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "tensorflow loaded: False" in done.stdout
