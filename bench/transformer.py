@@ -35,7 +35,7 @@ from slimlab.report import read_deployables
 
 CONFIG = Path("config/transformer.yaml")
 KEPT = Path("results/transformer")
-SEED_STUDY = ("baseline", "student_hard", "student_kd", "tinybert")
+SEED_STUDY = ("baseline", "student_hard", "tinybert")
 TEACHER, PRUNED, STUDENT, HARD, ALBERT = "baseline", "heads_pruned", "tinybert", "student_hard", "albert"
 TABLE7 = ("tinybert", "tinybert_top", "tinybert_bottom")
 TABLE6 = ("tinybert", "tinybert_no_embedding", "tinybert_no_attention", "tinybert_no_hidden", "tinybert_no_prediction")

@@ -2,7 +2,8 @@
 
     slimlab plugins                      loaded plugins, as JSON
     slimlab stages | formats | datasets  what the plugins registered, with their params (JSON Schema)
-    slimlab validate CONFIG              check a config, its recipes, inventory and devices
+    slimlab init DIR                     a folder for your own experiment (config and inventory)
+    slimlab validate CONFIG              check a config, its recipes, inventory, devices and data
     slimlab run-step ...                 one recipe step (used by the workflow)
     slimlab mark-failed ...              record a failed step (used by the workflow)
     slimlab bench ...                    one benchmark record (used by the workflow), with progress on stderr
@@ -77,13 +78,26 @@ def cmd_datasets(args) -> None:
 
 
 def cmd_validate(args) -> None:
-    from slimlab import config, workflow
+    from slimlab import config, data, workflow
 
     cfg = config.load_mapping(args.config, "config")
     experiment = workflow.check(cfg, str(args.config))
     plan = experiment.plan
+    # Beyond what `snakemake -n` checks: the data itself (shapes, labels, every class in every split).
+    splits = data.load_spec(cfg["dataset"])
     print(f"{args.config}: ok, {len(plan.recipes)} recipes, {len(plan.steps)} artifacts, "
-          f"{len(plan.deployables)} deployables, {len(experiment.devices)} devices")
+          f"{len(plan.deployables)} deployables, {len(experiment.devices)} devices; data: "
+          f"{sum(splits.sizes().values())} images of {'x'.join(map(str, splits.input_shape))}, "
+          f"{splits.num_classes} classes")
+
+
+def cmd_init(args) -> None:
+    from slimlab import scaffold
+
+    for path in scaffold.init(args.folder):
+        print(f"wrote {path}")
+    print(f"next: put your data in {args.folder}/data and your model in {args.folder}/models, edit the config, "
+          f"then from the slimlab checkout: snakemake --profile lab --directory {args.folder}")
 
 
 def cmd_run_step(args) -> None:
@@ -218,6 +232,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("stages", help="list stages with their inputs, output and params").set_defaults(func=cmd_stages)
     sub.add_parser("formats", help="list formats with their files and runtime options").set_defaults(func=cmd_formats)
     sub.add_parser("datasets", help="list data sets with their params").set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("init", help="start a folder for your own experiment: a commented config and inventory")
+    p.add_argument("folder", type=Path)
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("validate", help="check a config file, its recipes, inventory and devices")
     p.add_argument("config", nargs="?", default="config/config.yaml", type=Path)

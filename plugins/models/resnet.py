@@ -25,7 +25,8 @@ def build_resnet(input_shape, num_classes, width: PositiveInt = 16, blocks: Posi
             name, strides = f"stage{stage}_block{block}", 2 if stage > 1 and block == 1 else 1
             y = layers.ReLU(name=f"{name}_relu1")(conv_bn(x, channels, 3, strides, f"{name}_conv1"))
             y = conv_bn(y, channels, 3, 1, f"{name}_conv2")
-            shortcut = x if strides == 1 and x.shape[-1] == channels else conv_bn(x, channels, 1, strides, f"{name}_proj")
+            projected = strides != 1 or x.shape[-1] != channels
+            shortcut = conv_bn(x, channels, 1, strides, f"{name}_proj") if projected else x
             x = layers.ReLU(name=f"{name}_relu2")(layers.Add(name=f"{name}_add")([shortcut, y]))
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     return keras().Model(inputs, layers.Dense(num_classes, name="logits")(x), name=f"resnet{6 * blocks + 2}")

@@ -42,7 +42,10 @@ def build_vit(
 ):
     """``width`` is split evenly over ``heads``; the MLP has ``mlp_ratio`` × ``width`` hidden units.
 
-    ``dropout`` applies to each block's attention and MLP outputs while training.
+    ``dropout`` applies to each block's attention and MLP outputs while training; ``augment``
+    shifts each training image by up to that fraction of its size and rotates it by up to half
+    that fraction of a turn (inference never sees either). The MLP uses swish: exact GELU lowers
+    to ``Erfc``, which tf2onnx cannot convert.
     """
     layers = keras().layers
     height, breadth, _ = input_shape
@@ -85,7 +88,8 @@ def build_vit(
             scores = layers.Dot(axes=2, name=layer_name(block, "scores", head))([q, k])
             attention = layers.Softmax(name=layer_name(block, "attention", head))(scores)
             contexts.append(layers.Dot(axes=(2, 1), name=layer_name(block, "context", head))([attention, v]))
-        merged = layers.Concatenate(name=layer_name(block, "heads"))(contexts)
+        # A one-input Concatenate would not load back from its config.
+        merged = contexts[0] if heads == 1 else layers.Concatenate(name=layer_name(block, "heads"))(contexts)
         attended = shared(block, "o", lambda name: layers.Dense(width, name=name))(merged)
         attended = layers.Dropout(dropout, name=layer_name(block, "drop1"))(attended)
         x = layers.Add(name=layer_name(block, "residual"))([x, attended])

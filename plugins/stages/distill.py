@@ -138,12 +138,13 @@ def distill(artifact, params: DistillParams, ctx):
     """Knowledge distillation: train a student on the teacher's logits and, optionally, its hidden states and attention."""
     teacher, student = teacher_and_student(artifact, params, ctx)
     weights = distillation.LossWeights(**params.loss_weights, temperature=params.temperature, soft_loss=params.soft_loss)
-    if weights.matches_features and teacher.kind != "keras":
+    needs_layers = weights.matches_features or params.student_init == "teacher_layers"
+    if needs_layers and teacher.kind != "keras":
         raise ConfigError(
-            f"distill: w_cos/w_hidden/w_embedding/w_attention (feature matching) need the teacher's hidden states, which "
-            f"a {teacher.kind} teacher does not expose; set them to 0 or distill from the Keras artifact"
+            f"distill: w_cos/w_hidden/w_embedding/w_attention (feature matching) and student_init teacher_layers need the "
+            f"teacher's layers, which a {teacher.kind} teacher does not expose; drop them or distill from the Keras artifact"
         )
-    found, blocks = matches(teacher.model, student, params) if teacher.kind == "keras" else (distillation.Matches(), {})
+    found, blocks = matches(teacher.model, student, params) if needs_layers else (distillation.Matches(), {})
     if params.student_init == "teacher_layers":
         transformer.copy_blocks(student, teacher.model, blocks)
     x_train = ctx.splits.x_train

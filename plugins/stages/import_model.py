@@ -26,6 +26,7 @@ from pydantic import Field, field_validator, model_validator
 from slimlab import formats, hookimpl
 from slimlab.errors import ArtifactError, ConfigError
 from slimlab.kit import keras3
+from slimlab.kit.training import keras
 from slimlab.kit.files import content_sha256, existing
 from slimlab.stages import Stage, StageParams
 
@@ -116,16 +117,34 @@ def check_output(fmt, model, splits, path: Path) -> None:
                           f"[None, {splits.num_classes}] (the logits)")
 
 
+def to_logits(model):
+    """A Keras model that ends in a softmax, made to end before it: slimlab fine-tunes on logits (the
+    predicted class, and so every accuracy, stays the same). Returns the model and what was removed."""
+    last = model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+    if type(last).__name__ == "Softmax" or (type(last).__name__ == "Activation" and activation == "softmax"):
+        if isinstance(last.input, list):
+            return model, None
+        return keras().Model(model.inputs, last.input, name=model.name), f"the final {type(last).__name__} layer"
+    if activation == "softmax":
+        last.activation = keras().activations.linear
+        return model, f"the softmax activation of {last.name!r}"
+    return model, None
+
+
 def import_model(_, params: ImportParams, ctx):
     """Start from a model file: Keras 3 or tf_keras .keras/.h5, SavedModel, .tflite or .onnx."""
     path = existing(params.path, "import.path")
     kind = model_format(params.path)
     fmt = formats.get(kind)
     model = load(path, kind)
+    stripped = None
+    if kind == "keras":
+        model, stripped = to_logits(model)
     spec = fmt.input_spec(model)
     check_input(spec, ctx.splits, params, path)
     check_output(fmt, model, ctx.splits, path)
-    ctx.record(imported={"path": str(path), "format": kind, "input": spec,
+    ctx.record(imported={"path": str(path), "format": kind, "input": spec, "softmax_removed": stripped,
                          "sha256": content_sha256(path, what="import.path")})
     return model
 

@@ -6,7 +6,8 @@ head is scored on the validation split by two scorers:
 - ``accuracy``: the accuracy lost when that head alone is masked (ties broken by the
   cross-entropy it adds);
 - ``gradient``: the paper's importance E_x |∂L/∂ξ_h|, ξ_h a gate on the head's output;
-  for ``global`` ranking each layer's scores are divided by their L2 norm, as the paper does.
+  for ``global`` ranking each layer's scores are divided by their L2 norm, as the paper
+  does, unless ``normalize: false``.
 
 ``scorer`` ranks; ``fraction`` of the heads go, the lowest ``global``ly or in each layer
 (``per_layer``), each layer keeping ``min_heads``. The surgery removes their Q/K/V layers
@@ -41,6 +42,8 @@ class HeadsParams(StageParams):
     scope: Literal["global", "per_layer"] = Field("global", description="rank all heads together, or each layer's own")
     scorer: Literal["gradient", "accuracy"] = Field("gradient", description="gradient: Michel et al.'s importance; "
                                                     "accuracy: the accuracy lost when the head is masked")
+    normalize: bool = Field(True, description="global gradient ranking: divide each layer's importances by their L2 "
+                                                "norm first, as Michel et al. do")
     min_heads: int = Field(1, ge=1, le=1024, description="heads every layer keeps")
     epochs: int = Field(3, ge=0, le=10000, description="fine-tuning epochs after the surgery (0: surgery only)")
     batch_size: int = Field(64, ge=1, le=65536)
@@ -66,11 +69,11 @@ def masked_scores(model, x, y, heads: list[tuple[int, int]]) -> dict[tuple[int, 
     return scores
 
 
-def ranking(scores: dict, scope: str, scorer: str) -> dict[tuple[int, int], tuple]:
+def ranking(scores: dict, params: HeadsParams) -> dict[tuple[int, int], tuple]:
     """A sort key per head, lowest first to go."""
-    if scorer == "accuracy":
+    if params.scorer == "accuracy":
         return scores
-    if scope == "per_layer":
+    if params.scope == "per_layer" or not params.normalize:
         return {head: (value,) for head, value in scores.items()}
     norms = {}
     for (block, _), value in scores.items():
@@ -126,7 +129,7 @@ def prune_heads(artifact, params: HeadsParams, ctx):
     heads = [(block, head) for block, indices in present.items() for head in indices]
     accuracy_drop = masked_scores(model, splits.x_val, splits.y_val, heads)
     gradient = transformer.gradient_importance(model, splits.x_val, splits.y_val)
-    keys = ranking(accuracy_drop if params.scorer == "accuracy" else gradient, params.scope, params.scorer)
+    keys = ranking(accuracy_drop if params.scorer == "accuracy" else gradient, params)
     removed = choose(present, keys, params)
     table = sixteen_heads_table(model, splits.x_test, splits.y_test, heads)
     rows = [{"block": block, "head": head, "accuracy_drop_val": round(accuracy_drop[(block, head)][0], 5),
@@ -138,6 +141,7 @@ def prune_heads(artifact, params: HeadsParams, ctx):
             for block in present}
 
     pruned = transformer.remove_heads(model, removed)
+    surgery_only, _ = evaluate(pruned, splits.x_test, splits.y_test)
     history = {}
     if params.epochs:
         history = compile_and_fit(pruned, splits, epochs=params.epochs, batch_size=params.batch_size,
@@ -147,6 +151,7 @@ def prune_heads(artifact, params: HeadsParams, ctx):
         history=history,
         report=REPORT,
         test_accuracy_before=evaluate(model, splits.x_test, splits.y_test)[0],
+        test_accuracy_before_fine_tuning=surgery_only,
         best_head_only={f"block{block}": {"head": row["head"], "test_accuracy": row["test_accuracy_alone_in_layer"]}
                         for block, row in best.items()},
         importance={f"block{block}": {f"head{row['head']}": {"accuracy_drop": row["accuracy_drop_val"],

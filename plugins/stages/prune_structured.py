@@ -53,17 +53,19 @@ class StructuredParams(PruneParams):
 def selected_groups(graph: DepGraph, params: StructuredParams) -> dict:
     """Group -> fraction of its channels, for every group a selected layer owns channels of."""
     producers = {name for name, call in graph.calls.items() if type(call.layer).__name__ in PRODUCERS}
+    grouped = {name for group in graph.groups for name in group.layers}
     for key, name in [*(("layers", n) for n in params.layers or ()), *(("per_layer", n) for n in params.per_layer)]:
-        if name in graph.fixed_layers:
-            raise ConfigError(f"{STAGE}: {key}: {name!r} produces the model's outputs (or channels tied to its "
-                              "inputs or outputs); its channels cannot be pruned")
         if name not in producers:
             raise ConfigError(f"{STAGE}: {key}: the model has no prunable layer {name!r}; prunable "
-                              f"({', '.join(PRODUCERS)}): {', '.join(sorted(producers - graph.fixed_layers))}")
+                              f"({', '.join(PRODUCERS)}): {', '.join(sorted(grouped))}")
+        if name not in grouped:
+            raise ConfigError(f"{STAGE}: {key}: {name!r} produces the model's outputs, or channels tied to its "
+                              "inputs or outputs; they cannot be pruned")
     if params.layers is not None:
         wanted = set(params.layers)
     else:
-        wanted = {name for name in producers if type(graph.calls[name].layer).__name__ in (params.layer_types or PRODUCERS)}
+        types = params.layer_types or PRODUCERS
+        wanted = {name for name in producers if type(graph.calls[name].layer).__name__ in types}
     chosen = {}
     for group in graph.groups:
         if not wanted & set(group.layers):
@@ -73,7 +75,8 @@ def selected_groups(graph: DepGraph, params: StructuredParams) -> dict:
                               f"{', '.join(group.layers)}. Supported: {SUPPORTED} (or leave those layers out)")
         given = {params.per_layer[name] for name in group.layers if name in params.per_layer}
         if len(given) > 1:
-            raise ConfigError(f"{STAGE}: per_layer: {', '.join(group.layers)} are pruned together; give them one fraction")
+            raise ConfigError(f"{STAGE}: per_layer: {', '.join(group.layers)} are pruned together; "
+                              "give them one fraction")
         chosen[group] = given.pop() if given else params.fraction
     return chosen
 

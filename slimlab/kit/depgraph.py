@@ -47,15 +47,26 @@ SUPPORTED = "producers (" + ", ".join(PRODUCERS) + "), DepthwiseConv2D, Concaten
     ", ".join(MERGES + CHANNELWISE)
 
 
+def is_graph(model) -> bool:
+    """A functional or Sequential model with a known graph (not a subclassed one, nor a Sequential never built)."""
+    return bool(getattr(model, "_is_graph_network", False))
+
+
 def nodes(model) -> list:
     """The model's layer calls (tf_keras ``Node``s), inputs first, in an order where inputs come before use."""
+    if not is_graph(model):
+        raise ConfigError(f"model {model.name!r} has no functional graph (subclassed, or a Sequential without an "
+                          "Input); build it with the functional or Sequential API and an Input")
     # tf_keras keeps its functional graph by depth (the outputs at 0); Model.get_config walks it the same way.
     return [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
 
 
+def out_tensors(node) -> list:
+    return list(node.outputs) if isinstance(node.outputs, (list, tuple)) else [node.outputs]
+
+
 def out_tensor(node):
-    outputs = node.outputs
-    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    return out_tensors(node)[0]
 
 
 CONVS = ("Conv1D", "Conv2D", "Conv3D")
@@ -89,7 +100,12 @@ def layer_macs(layer, in_shape, out_shape, cin: int, cout: int) -> int:
 
 
 def macs(model) -> dict | None:
-    """``{"total": n, "layers": {name: n}}`` over the graph (nested models counted inside); None for free sizes."""
+    """``{"total": n, "layers": {name: n}}`` over the graph (nested models counted inside).
+
+    None when it cannot be counted: free spatial sizes, or no functional graph.
+    """
+    if not is_graph(model):
+        return None
     counts = {}
     for node in nodes(model):
         layer = node.layer
@@ -147,7 +163,7 @@ def rebuild(model, make=copy_layer):
         out = chain[0][0](*args, **kwargs)
         for follower, _ in chain[1:]:
             out = follower(out)
-        for old, fresh in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(out)):
+        for old, fresh in zip(out_tensors(node), tf.nest.flatten(out)):
             new[id(old)] = fresh
     ends = [[new[id(t)] for t in model.inputs], [new[id(t)] for t in model.outputs]]
     inputs, outputs = (group[0] if len(group) == 1 else group for group in ends)
@@ -195,7 +211,8 @@ class DepGraph:
         for node in nodes(model):
             layer = node.layer
             if layer.name in seen:
-                raise ConfigError(f"{stage}: layer {layer.name!r} is called more than once; shared layers cannot be pruned")
+                raise ConfigError(f"{stage}: layer {layer.name!r} is called more than once; "
+                                  "shared layers cannot be pruned")
             seen.add(layer.name)
             out = id(out_tensor(node))
             if node.is_input:
@@ -207,8 +224,9 @@ class DepGraph:
                 for tensor in node.keras_inputs:
                     for i in self.ids[id(tensor)]:
                         blocked.setdefault(i, f"{layer.name!r} ({type(layer).__name__}: {reason})")
-                self.ids[out] = self._new(out_tensor(node).shape[-1], None)
-                self._fixed.append(self.ids[out])
+                for tensor in out_tensors(node):  # what it makes is unknown: fixed
+                    self.ids[id(tensor)] = self._new(tensor.shape[-1], None)
+                    self._fixed.append(self.ids[id(tensor)])
         self._fixed += [self.ids[id(t)] for t in model.outputs]
         self.roots = np.array([self._find(i) for i in range(len(self._parent))], dtype=np.int64)
         self._groups(np.unique(self.roots[np.concatenate(self._fixed)]), blocked)
@@ -257,10 +275,10 @@ class DepGraph:
             self.ids[out] = np.repeat(inputs[0], layer.depth_multiplier)
         elif kind in CHANNELWISE or (kind == "TFOpLambda" and len(inputs) == 1):
             self.ids[out] = inputs[0]
-        elif kind in MERGES or kind == "TFOpLambda" or (kind == "Concatenate" and layer.axis not in (-1, len(out_shape) - 1)):
-            self.ids[out] = self._merge(inputs, out_shape[-1])
-        elif kind == "Concatenate":
+        elif kind == "Concatenate" and layer.axis in (-1, len(out_shape) - 1):
             self.ids[out] = np.concatenate(inputs)
+        elif kind in (*MERGES, "TFOpLambda", "Concatenate"):  # Concatenate along another axis ties like Add
+            self.ids[out] = self._merge(inputs, out_shape[-1])
         elif kind in ("Flatten", "Reshape"):
             tiled = self._tile(inputs[0], in_shape, out_shape)
             if tiled is None:
@@ -317,7 +335,6 @@ class DepGraph:
         for i, owner in enumerate(self._owner):
             if owner is not None:
                 producers.setdefault(int(self.roots[i]), set()).add(owner)
-        self.fixed_layers = {name for root in fixed_roots.tolist() for name in producers.get(root, ())}
         by_key: dict[tuple, list[int]] = {}
         for root in sorted(set(producers) - set(fixed_roots.tolist())):  # ascending: the first producer's order
             by_key.setdefault(tuple(sorted(producers[root], key=order.get)), []).append(root)

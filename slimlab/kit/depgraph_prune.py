@@ -60,7 +60,8 @@ def taylor_importance(model, splits, batches: int, batch_size: int, seed: int) -
         with tf.GradientTape() as tape:
             value = loss(splits.y_train[chunk], model(splits.x_train[chunk], training=False))
         for total, grad in zip(summed, tape.gradient(value, variables)):
-            total += np.asarray(grad)
+            if grad is not None:  # a variable the loss does not reach
+                total += np.asarray(grad)
     grads = {v.ref(): g for v, g in zip(variables, summed)}
     return {layer.name: [np.abs(w.numpy() * grads.get(w.ref(), 0.0)) for w in layer.weights] for layer in model.layers}
 

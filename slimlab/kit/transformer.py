@@ -8,8 +8,9 @@ distilled layer by layer (``distill``); ``plugins/models/vit.py`` builds one:
 - ``block{i}_head{j}_scores``: the scaled dot products QKᵀ/√d (tokens × tokens), and
   ``block{i}_head{j}_attention`` their softmax, the attention matrix;
 - ``block{i}_head{j}_context``: the head's output (attention · V);
-- ``block{i}_heads``: the heads' outputs concatenated in head order, and ``block{i}_o`` the
-  Dense back to the width: rows ``[k·d, (k+1)·d)`` of its kernel read the k-th head present;
+- ``block{i}_heads``: the heads' outputs concatenated in head order (absent with one head),
+  and ``block{i}_o`` the Dense back to the width: rows ``[k·d, (k+1)·d)`` of its kernel read
+  the k-th head present;
 - ``block{i}_out``: the block's output hidden state.
 
 With cross-layer sharing (ALBERT) the weighted layers exist once, named after block 0,
@@ -112,11 +113,18 @@ def remove_heads(model, removed: set[tuple[int, int]]):
     drop = {layer.name for layer in model.layers
             if (m := _HEAD_LAYER.match(layer.name)) and (weighted_block(model, int(m.group(1))), int(m.group(2))) in removed}
     config = model.get_config()
-    config["layers"] = [layer for layer in config["layers"] if layer["name"] not in drop]
+    # A Concatenate left with one input cannot be rebuilt from a config: its reader takes that input's place.
+    single = {}
+    for layer in config["layers"]:
+        if re.fullmatch(r"block\d+_heads", layer["name"]):
+            layer["inbound_nodes"] = [[entry for entry in node if entry[0] not in drop] for node in layer["inbound_nodes"]]
+            if len(layer["inbound_nodes"][0]) == 1:
+                single[layer["name"]] = layer["inbound_nodes"][0][0]
+    config["layers"] = [layer for layer in config["layers"] if layer["name"] not in drop | set(single)]
     for layer in config["layers"]:
         if re.fullmatch(r"block\d+_(heads|o)", layer["name"]):
             layer.pop("build_config", None)  # its input got narrower
-            layer["inbound_nodes"] = [[entry for entry in node if entry[0] not in drop] for node in layer["inbound_nodes"]]
+        layer["inbound_nodes"] = [[single.get(entry[0], entry) for entry in node] for node in layer["inbound_nodes"]]
     pruned = keras().Model.from_config(config)
     for layer in pruned.layers:
         weights = model.get_layer(layer.name).get_weights()

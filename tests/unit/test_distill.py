@@ -218,3 +218,16 @@ def test_tinybert_two_steps_every_loss_term_is_nonzero_and_falls(vit_teacher, ti
         distill_vit(vit_teacher, tmp_path, "no-student", student_init="input", alpha=0.5, epochs=1)
     with pytest.raises(ConfigError, match="distill: the teacher is not a transformer"):
         distill(tiny_artifacts, tmp_path, name="cnn-teacher", **VIT_STUDENT, w_attention=1, epochs=1)
+
+
+@pytest.mark.slow
+def test_distilbert_student_starts_from_every_other_teacher_block(vit_teacher, tmp_path):
+    # A learning rate of 1e-9 leaves the initial weights where the stage put them.
+    out = distill_vit(vit_teacher, tmp_path, "distilbert", student="vit", student_params={**VIT_TEACHER, "depth": 2},
+                      student_init="teacher_layers", w_soft=5, w_hard=2, w_cos=1, epochs=1, learning_rate=1e-9)
+    assert out.info.metrics["block_mapping"] == {"0": 1, "1": 3}
+    for student_layer, teacher_layer in (("block0_head2_q", "block1_head2_q"), ("block1_mlp2", "block3_mlp2"),
+                                         ("embedding", "embedding"), ("logits", "logits")):
+        for mine, theirs in zip(out.model.get_layer(student_layer).get_weights(),
+                                vit_teacher.model.get_layer(teacher_layer).get_weights()):
+            np.testing.assert_allclose(mine, theirs, atol=1e-6)

@@ -42,14 +42,23 @@ def test_keras_and_tflite_counts_match_the_hand_count():
     assert sorted(tflite["layers"].values()) == sorted(split.values())
 
 
-def test_free_spatial_size_has_no_count():
+def test_free_spatial_sizes_and_subclassed_models_have_no_count():
     import tf_keras as keras
 
-    inputs = keras.Input((None, None, 3))
-    model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
     from slimlab import formats
 
-    assert formats.get("keras").macs(model) is None
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.fc(x)
+
+    inputs = keras.Input((None, None, 3))
+    free = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
+    assert formats.get("keras").macs(free) is None
+    assert formats.get("keras").macs(Subclassed()) is None
 
 
 @pytest.mark.slow
