@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -160,9 +159,10 @@ def targets(found: dict, seeds: pd.DataFrame, runs: int) -> pd.DataFrame:
     params = s_model.count_params() / t_model.count_params()
     share = 100 * student.accuracy / teacher.accuracy
     found_rows = [
-        ("heads: ≥ 50 % removed at ≤ 1.0 pt drop", f"{removed:.0%} removed, {drop:.1f} pt drop", removed >= 0.5 and drop <= 1.0),
-        ("heads: TFLite latency, teacher → pruned", f"{teacher.latency_ms * 1000:.0f} → {pruned.latency_ms * 1000:.0f} µs "
-         f"({speedup:.2f}×)", None),
+        ("heads: ≥ 50 % removed at ≤ 1.0 pt drop", f"{removed:.0%} removed, {drop:.1f} pt drop",
+         removed >= 0.5 and drop <= 1.0),
+        ("heads: TFLite latency, teacher → pruned",
+         f"{teacher.latency_ms * 1000:.0f} → {pruned.latency_ms * 1000:.0f} µs ({speedup:.2f}×)", None),
         ("heads: speed-up follows the removed MACs", f"{speedup:.2f}× for {mac_ratio:.2f}× fewer MACs", None),
         ("student: ≤ 1/4 of the layers and params", f"{layers:.2f} of the layers, {params:.3f} of the params",
          layers <= 0.25 and params <= 0.25),

@@ -134,7 +134,8 @@ def measure(fmt: formats.Format, model, folder: Path, splits) -> tuple[dict, np.
     }, np.asarray(logits["test"], np.float32)
 
 
-def write(out_dir: Path, kind: str, model, *, lineage: list[Step], dataset: dict, splits, metrics: dict) -> Artifact:
+def write(out_dir: Path, kind: str, model, *, lineage: list[Step], dataset: dict, splits, metrics: dict,
+          timing: dict | None = None) -> Artifact:
     """Store ``model`` under ``out_dir``, measure it, then commit the sidecar atomically."""
     out_dir = Path(out_dir)
     fmt = formats.get(kind)
@@ -150,6 +151,7 @@ def write(out_dir: Path, kind: str, model, *, lineage: list[Step], dataset: dict
         dataset={**dataset, "sizes": splits.sizes()},
         input_shape=[1, *splits.input_shape],
         metrics=metrics,
+        timing=timing,
         **measured,
     )
     sidecar = out_dir / SIDECAR

@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(args.threads, 2)))
         from slimlab import stages, zygote
 
+        # The client's start, not the zygote child's: what the job really waited for.
+        os.environ.setdefault("SLIMLAB_JOB_STARTED", str(stages.job_started()))
         if zygote.enabled() and stages.needs_tensorflow(args.step, args.input):
             code = zygote.run(argv)  # TensorFlow already loaded there; None: no zygote, run here
             if code is not None:

@@ -13,14 +13,19 @@ The data is checked before any stage sees it: shapes, finite values, integer
 labels from 0, and every class in every split. Each problem is one line.
 """
 
+import hashlib
+import json
+import zipfile
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pydantic
 
 from slimlab import registry
+from slimlab.atomic import atomic_path
 from slimlab.errors import ConfigError, PluginError, validated
 
 
@@ -43,6 +48,9 @@ class Dataset:
 
     def validate(self, params: dict | None, where: str) -> DatasetParams:
         return validated(self.params, params, f"{where}: invalid params for data set {self.name!r}")
+
+
+SPLIT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,28 @@ def _load(name: str, params: DatasetParams, seed: int, val_fraction: float, test
     return check_classes(split, name)
 
 
+# Splits already made, one .npz per data set spec, so that a job loads them in milliseconds.
+CACHE = Path("results/cache/data")
+
+
 def load_spec(spec: dict) -> Splits:
-    """Load and split from the config's ``dataset`` block (name, params, seed, val_fraction, test_fraction)."""
+    """Load and split from the config's ``dataset`` block (name, params, seed, val_fraction, test_fraction).
+
+    The splits are cached on disk, keyed by the whole spec: the workflow's spec holds the data
+    set's code fingerprint and content hash, so changed code or data never reads a stale cache.
+    """
     found, params = dataset(spec)
-    return _load(found.name, params, spec["seed"], spec["val_fraction"], spec["test_fraction"])
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cached = CACHE / f"{found.name}-{key}.npz"
+    try:
+        with np.load(cached, allow_pickle=False) as stored:
+            return Splits(**{field: stored[field] for field in SPLIT_ARRAYS}, num_classes=int(stored["num_classes"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # none yet, or damaged: make it again
+        pass
+    splits = _load(found.name, params, spec["seed"], spec["val_fraction"], spec["test_fraction"])
+    try:
+        with atomic_path(cached) as tmp:
+            np.savez(tmp, num_classes=splits.num_classes, **{field: getattr(splits, field) for field in SPLIT_ARRAYS})
+    except OSError:
+        pass  # a read-only working directory only costs the next job the load
+    return splits

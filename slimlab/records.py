@@ -121,6 +121,8 @@ class Sidecar(Record):
     macs: dict | None = None
     accuracy: dict[str, float] | None = None
     metrics: dict = {}
+    # How long the job took to reach the stage's work (process start, imports, data) and the work itself.
+    timing: dict | None = None
 
     @property
     def steps(self) -> str:

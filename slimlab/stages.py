@@ -1,6 +1,8 @@
 """Stage plugins: what a stage declares, and how the host runs one step of a recipe."""
 
 import json
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -93,9 +95,20 @@ def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> ar
         if source.kind not in stage.inputs:
             raise ConfigError(f"stage {stage.name!r} takes {', '.join(stage.inputs)}, but {input_sidecar} is {source.kind}")
     ctx = StageContext(splits=data.load_spec(dataset), seed=dataset["seed"], workdir=output_sidecar.parent)
+    began = time.time()
     model = stage.run(source, params, ctx)
-    return artifacts.write(output_sidecar.parent, stage.output_for(params), model,
-                           lineage=[*lineage, entry], dataset=dataset, splits=ctx.splits, metrics=ctx.metrics)
+    timing = {"startup_s": round(began - job_started(), 3), "work_s": round(time.time() - began, 3)}
+    return artifacts.write(output_sidecar.parent, stage.output_for(params), model, lineage=[*lineage, entry],
+                           dataset=dataset, splits=ctx.splits, metrics=ctx.metrics, timing=timing)
+
+
+def job_started() -> float:
+    """When this job's process started (epoch seconds): the job's own, even in a zygote's child."""
+    if "SLIMLAB_JOB_STARTED" in os.environ:
+        return float(os.environ["SLIMLAB_JOB_STARTED"])
+    ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def needs_tensorflow(step: dict, input_sidecar: Path | None) -> bool:

@@ -31,6 +31,7 @@ def hold_device_lock(path: str | None, wait_s: float):
     if not path:
         return None
     # Read-only is enough for flock, so a lock file another user created works too.
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     lock = os.fdopen(os.open(path, os.O_RDONLY | os.O_CREAT, 0o644))
     deadline = time.monotonic() + wait_s
     while True:

@@ -61,12 +61,15 @@ class DistillParams(StageParams):
     w_hard: float | None = Field(None, ge=0, le=1e6, description="weight of the cross-entropy with the labels; with w_soft")
     w_cos: float = Field(0.0, ge=0, le=1e6, description="weight of 1 - cos between mapped hidden states (DistilBERT's Lcos)")
     w_hidden: float = Field(0.0, ge=0, le=1e6, description="weight of the MSE between mapped hidden states (TinyBERT)")
-    w_embedding: float = Field(0.0, ge=0, le=1e6, description="weight of the MSE between the embeddings (TinyBERT; transformers)")
-    w_attention: float = Field(0.0, ge=0, le=1e6, description="weight of the MSE between mapped blocks' attention matrices (TinyBERT)")
-    attention: Literal["scores", "probabilities"] = Field("scores", description="match attention before the softmax (TinyBERT) or after")
+    w_embedding: float = Field(0.0, ge=0, le=1e6, description="weight of the MSE between the embeddings (TinyBERT)")
+    w_attention: float = Field(0.0, ge=0, le=1e6,
+                               description="weight of the MSE between mapped blocks' attention matrices (TinyBERT)")
+    attention: Literal["scores", "probabilities"] = Field(
+        "scores", description="match attention before the softmax (TinyBERT) or after")
     soft_loss: Literal["kl", "mse"] = Field("kl", description="kl: KL at temperature T; mse: MSE between the logits")
     mapping: Literal["uniform", "top", "bottom"] = Field("uniform", description="which teacher layers the student's match")
-    student_layers: list[str] | None = Field(None, description="student layers to match (default: block outputs, or weighted but logits)")
+    student_layers: list[str] | None = Field(
+        None, description="student layers to match (default: block outputs, or weighted layers but the logits)")
     teacher_layers: list[str] | None = Field(None, description="teacher layers to pick from (default: the same rule)")
     epochs: int = Field(8, ge=1, le=10000)
     batch_size: int = Field(64, ge=1, le=65536)

@@ -169,7 +169,7 @@ def loss_terms(y, s_logits, t_logits, weights: LossWeights, states: dict[str, li
 
 
 def teacher_targets(teacher, logits: np.ndarray, matches: Matches, x: np.ndarray) -> list[np.ndarray]:
-    """What the student is trained against, computed once: the matched layers' outputs of the Keras ``teacher``, then ``logits``.
+    """What the student trains against, computed once: the Keras ``teacher``'s matched layers, then ``logits``.
 
     Without matches the teacher may be any format: only its ``logits`` are used.
     """

@@ -85,7 +85,7 @@ def attention_layers(model, block: int, kind: str = "attention") -> list[str]:
 
 @contextmanager
 def masked(model, removed: set[tuple[int, int]]):
-    """Run ``model`` with the heads ``removed`` ((block, head) pairs) silenced: their rows of the output projection are zero."""
+    """``model`` with the heads ``removed`` ((block, head) pairs) silenced: their rows of O are zero inside."""
     saved = {}
     for block in {block for block, _ in removed}:
         o = model.get_layer(layer_name(block, "o"))

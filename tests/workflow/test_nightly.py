@@ -1,5 +1,6 @@
 """slimlab nightly end to end: first run, accepted baseline, A/A, a killed run, two nightlies at once."""
 
+import copy
 import json
 import os
 import shutil
@@ -121,7 +122,8 @@ def test_energy_is_compared_like_latency(workdir, tmp_path):
     wrapper.write_text(f"#!/bin/sh\nSLIMLAB_SLOWDOWN=0.6 PYTHONPATH={REPO / 'bench/slowdown'} exec {sys.executable} \"$@\"\n")
     wrapper.chmod(0o755)
     inventory = yaml.safe_load((workdir / "devices.yaml").read_text())
-    inventory["devices"]["metered"] = {**inventory["devices"]["here"], "python": {"interpreter": str(wrapper)},
+    inventory["devices"]["metered"] = {**copy.deepcopy(inventory["devices"]["here"]),
+                                       "python": {"interpreter": str(wrapper)},
                                        "energy": {"probe": "rapl", "root": str(tmp_path / "sysfs"),
                                                   "interval_s": 0.02, "settle_s": 0.1}}
     (workdir / "devices.yaml").write_text(yaml.safe_dump(inventory))
