@@ -18,7 +18,6 @@ from pydantic import Field
 from slimlab import hookimpl
 from slimlab.lab.energy import POWER, SysfsProbe, SysfsSettings
 
-POWER_SUPPLY = "sys/class/power_supply"
 ON_BATTERY = ("Discharging", "Not charging")
 MICROAMPS = {"uA": 1.0, "mA": 1000.0}
 # An awake idle phone draws 5 mA to 2 A: above 5000 the unit must be µA (5000 mA is 5 A).
@@ -32,13 +31,11 @@ class BatterySettings(SysfsSettings):
 
 
 class BatteryProbe(SysfsProbe):
-    name = "android_battery"
-    kind = POWER
+    name, kind, folder = "android_battery", POWER, "sys/class/power_supply"
     Settings = BatterySettings
 
-    def __init__(self, device, transport):
-        super().__init__(device, transport)
-        supply = self.path(POWER_SUPPLY, self.settings.supply)
+    def discover(self):
+        supply = f"{self.base}/{self.settings.supply}"
         self.current, self.voltage = f"{supply}/current_now", f"{supply}/voltage_now"
         (status,) = self.read_lines([f"{supply}/status"])
         if status not in ON_BATTERY:

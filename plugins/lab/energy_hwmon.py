@@ -12,10 +12,8 @@ import re
 from pydantic import Field
 
 from slimlab import hookimpl
-from slimlab.errors import ConfigError
 from slimlab.lab.energy import COUNTER, POWER, SysfsProbe, SysfsSettings
 
-HWMON = "sys/class/hwmon"
 # Best first: the probe's kind, and the files whose values make one channel's µJ or µW.
 SIGNALS = ((COUNTER, ("energy",)), (POWER, ("power",)), (POWER, ("in", "curr")))
 
@@ -31,19 +29,14 @@ class HwmonSettings(SysfsSettings):
 
 
 class HwmonProbe(SysfsProbe):
-    name = "hwmon"
+    name, folder = "hwmon", "sys/class/hwmon"
     Settings = HwmonSettings
 
-    def __init__(self, device, transport):
-        super().__init__(device, transport)
-        base = self.path(HWMON)
-        chips = self.list_dir(base)
-        names = self.read_lines([f"{base}/{chip}/name" for chip in chips]) if chips else []
-        wanted = self.settings.chip
-        matching = [f"{base}/{chip}" for chip, name in zip(chips, names) if name == wanted]
-        if not matching:
-            raise ConfigError(f"device {device.name!r}: energy.chip: {wanted!r} is not among the hwmon "
-                              f"chips under {base}: {sorted(set(names))}")
+    def discover(self):
+        chips = self.list_dir(self.base)
+        names = self.read_lines([f"{self.base}/{chip}/name" for chip in chips]) if chips else []
+        (wanted,) = self.among([self.settings.chip], names, "chip")
+        matching = [f"{self.base}/{chip}" for chip, name in zip(chips, names) if name == wanted]
         self.kind, self.files = self._choose_files(matching)
 
     def _choose_files(self, chip_dirs: list[str]) -> tuple[str, dict[str, list[str]]]:

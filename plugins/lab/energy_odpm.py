@@ -10,10 +10,8 @@ import re
 from pydantic import Field
 
 from slimlab import hookimpl
-from slimlab.errors import ConfigError
 from slimlab.lab.energy import COUNTER, SysfsProbe, SysfsSettings
 
-IIO = "sys/bus/iio/devices"
 RAIL = re.compile(r"CH\d+\(T=\d+\)\[([^\]]+)\],\s*(\d+)")
 
 
@@ -22,23 +20,16 @@ class OdpmSettings(SysfsSettings):
 
 
 class OdpmProbe(SysfsProbe):
-    name = "odpm"
-    kind = COUNTER
+    name, kind, folder = "odpm", COUNTER, "sys/bus/iio/devices"
     Settings = OdpmSettings
 
-    def __init__(self, device, transport):
-        super().__init__(device, transport)
-        base = self.path(IIO)
-        self.files = [f"{base}/{iio}/energy_value" for iio in self.list_dir(base)
-                      if iio.startswith("iio:device") and "energy_value" in self.list_dir(f"{base}/{iio}")]
+    def discover(self):
+        self.files = [f"{self.base}/{iio}/energy_value" for iio in self.list_dir(self.base)
+                      if iio.startswith("iio:device") and "energy_value" in self.list_dir(f"{self.base}/{iio}")]
         if not self.files:
-            raise self.error(f"no iio:device*/energy_value under {base}")
-        available = self.read_all()
-        self.rails = self.settings.rails or sorted(available)
-        unknown = sorted(set(self.rails) - set(available))
-        if unknown:
-            raise ConfigError(f"device {device.name!r}: energy.rails: {unknown} not among ODPM rails "
-                              f"{sorted(available)}")
+            raise self.error(f"no iio:device*/energy_value under {self.base}")
+        available = sorted(self.read_all())
+        self.rails = self.among(self.settings.rails, available, "rails") if self.settings.rails else available
 
     def read_all(self) -> dict[str, float]:
         text = self.read_text(*self.files)

@@ -10,10 +10,8 @@ import re
 from pydantic import Field
 
 from slimlab import hookimpl
-from slimlab.errors import ConfigError
 from slimlab.lab.energy import COUNTER, SysfsProbe, SysfsSettings
 
-POWERCAP = "sys/class/powercap"
 ZONE = re.compile(r"intel-rapl(:\d+)+")
 
 
@@ -22,29 +20,20 @@ class RaplSettings(SysfsSettings):
 
 
 class RaplProbe(SysfsProbe):
-    name = "rapl"
-    kind = COUNTER
+    name, kind, folder = "rapl", COUNTER, "sys/class/powercap"
     Settings = RaplSettings
 
-    def __init__(self, device, transport):
-        super().__init__(device, transport)
-        base = self.path(POWERCAP)
-        zones = [zone for zone in self.list_dir(base) if ZONE.fullmatch(zone)]
+    def discover(self):
+        zones = [zone for zone in self.list_dir(self.base) if ZONE.fullmatch(zone)]
         if not zones:
-            raise self.error(f"no intel-rapl zones under {base}")
-        names = self.read_lines([f"{base}/{zone}/name" for zone in zones])
-        known = sorted(set(names))
-        wanted = self.settings.domains
-        if wanted:
-            unknown = sorted(set(wanted) - set(names))
-            if unknown:
-                raise ConfigError(f"device {device.name!r}: energy.domains: {unknown} not among RAPL zones {known}")
-            chosen = [(zone, name) for zone, name in zip(zones, names) if name in wanted]
-        else:
-            chosen = [(zone, name) for zone, name in zip(zones, names) if name.startswith("package-")]
-            if not chosen:
-                raise self.error(f"no package-N zone under {base}; set energy.domains from {known}")
-        self.channels = {f"{zone} ({name})": f"{base}/{zone}" for zone, name in chosen}
+            raise self.error(f"no intel-rapl zones under {self.base}")
+        names = self.read_lines([f"{self.base}/{zone}/name" for zone in zones])
+        wanted = self.among(self.settings.domains or [], names, "domains")
+        chosen = [(zone, name) for zone, name in zip(zones, names) if name in wanted or
+                  (not wanted and name.startswith("package-"))]
+        if not chosen:
+            raise self.error(f"no package-N zone under {self.base}; set energy.domains from {sorted(set(names))}")
+        self.channels = {f"{zone} ({name})": f"{self.base}/{zone}" for zone, name in chosen}
         ranges = self.read_numbers([f"{path}/max_energy_range_uj" for path in self.channels.values()])
         self.wrap_uj = dict(zip(self.channels, ranges))
 

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 from pydantic import Field
 
-from slimlab.errors import DeviceError
+from slimlab.errors import ConfigError, DeviceError
 from slimlab.lab.devices import Settings
 from slimlab.records import Energy
 
@@ -69,13 +69,33 @@ class SysfsSettings(ProbeSettings):
 class SysfsProbe(EnergyProbe):
     """A probe over sysfs files, read with ``cat``/``ls`` through the transport.
 
-    ``energy.root`` prefixes every path, so tests can point a probe at a tree in a temp dir.
+    A subclass names the ``folder`` its meter lives in and finds the meter's files there in
+    :meth:`discover`, which runs when the probe is made. ``energy.root`` prefixes every path,
+    so tests can point a probe at a tree in a temp dir.
     """
 
     Settings = SysfsSettings
+    folder: str
+
+    def __init__(self, device, transport):
+        super().__init__(device, transport)
+        self.base = self.path(self.folder)
+        self.discover()
+
+    @abstractmethod
+    def discover(self) -> None:
+        """Find the meter's files under ``self.base``; raise naming what is missing."""
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.settings.root, *parts)
+
+    def among(self, wanted: list[str], available: list[str], key: str) -> list[str]:
+        """``wanted`` (from ``energy.<key>``), if the meter has each; else one ConfigError line."""
+        unknown = sorted(set(wanted) - set(available))
+        if unknown:
+            raise ConfigError(f"device {self.device.name!r}: energy.{key}: {unknown} not among "
+                              f"{sorted(set(available))} on this {self.name} meter")
+        return wanted
 
     def _run(self, argv: list[str]) -> str:
         result = self.transport.run(argv, timeout=self.settings.timeout_s)
