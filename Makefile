@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 PROFILE_DIR := $(HOME)/.config/snakemake
 
-.PHONY: setup profile lab lint test test-fast bench clean
+.PHONY: setup profile lab lint test test-fast bench bench-experiments clean
 
 setup: $(VENV)/.installed profile
 
@@ -42,6 +42,13 @@ bench: setup
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/formats.py
 	$(BIN)/python bench/lab.py
+	$(BIN)/python bench/nightly.py
+	$(BIN)/python bench/report.py
+
+# The shipped experiments behind BENCHMARKS.md's real-network and transformer tables (each tens of minutes).
+bench-experiments: setup
+	$(BIN)/python bench/mobilenet.py
+	$(BIN)/python bench/transformer.py
 
 clean:
 	rm -rf results .snakemake
