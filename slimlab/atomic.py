@@ -2,7 +2,7 @@
 
 import json
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,12 +12,7 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the real suffix last: some writers (Keras) choose the format by it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    # mkstemp makes the file 0600; give it the mode any new file gets, so shared results stay readable.
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = _new_file_beside(path)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -27,10 +22,19 @@ def atomic_path(path: str | os.PathLike):
         tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_file_beside(path: Path) -> Path:
+    """A new empty file in ``path``'s folder, its real suffix last (some writers, Keras, choose the format by it).
+
+    It gets the mode any new file gets, 0666 less the umask, so shared results stay readable: not mkstemp's
+    0600, and without reading the umask, which only os.umask can, by setting it for every thread at once.
+    """
+    while True:
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -45,6 +45,8 @@ def load(model: type[R], path: str | Path, what: str) -> R:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ArtifactError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read the {what}: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: {what} is not valid JSON ({exc}); delete it and rerun") from None
     version = data.get("schema_version") if isinstance(data, dict) else None
@@ -168,6 +170,31 @@ class Energy(pydantic.BaseModel):
     reason: str | None = None
 
 
+class Emulation(pydantic.BaseModel):
+    """The device is an emulator (the inventory's ``emulated``): its records show what ran and with what output,
+    not how fast a device is."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    qemu_cpu: str | None = None  # the core qemu-user emulates (QEMU_CPU), where the inventory names it
+
+
+class DeviceEval(pydantic.BaseModel):
+    """The artifact run on the device over the first ``samples`` of the test split, against the host's logits for
+    the same file (``python: {evaluate: N}``)."""
+
+    samples: int
+    accuracy: float  # on the device
+    host_accuracy: float  # the host's logits, same samples
+    agreement: float  # top-1, device vs host
+    max_abs_diff: float
+    mean_abs_diff: float
+    logit_range: float  # of the host's logits
+    max_abs_diff_rel: float  # max_abs_diff / logit_range
+    bounds: dict  # the parity bounds applied (float or quantized, by the artifact's lineage)
+    passed: bool  # accuracy and agreement within the bounds; the logit difference is reported, not judged
+
+
 class BenchTarget(Record):
     """What a bench job measures: one artifact, on one device, with one option set and thread count."""
 
@@ -181,6 +208,7 @@ class BenchTarget(Record):
     option_set: str
     threads: int
     settings: dict  # warmup, runs, min_seconds, timeout_s, noisy_cv, max_samples
+    emulated: Emulation | None = None  # the device is an emulator: its latency is not a device figure
 
 
 class BenchRecord(BenchTarget):
@@ -200,6 +228,7 @@ class BenchRecord(BenchTarget):
     context: dict | None = None
     energy: Energy | None = None
     memory: dict | None = None
+    device_eval: DeviceEval | None = None
     raw: dict = {}  # what else the runner reported
 
 

@@ -6,9 +6,11 @@ a failure so that a missing peer can never pass silently.
 """
 
 import copy
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,53 @@ def bench_block(*, warmup: int = 2, runs: int = 25, min_seconds: float = 0.0, ti
     """The config's ``bench`` block for one option set, as the workflow hands it to ``slimlab bench``."""
     return {"threads": [1], "warmup": warmup, "runs": runs, "min_seconds": min_seconds, "max_samples": max_samples,
             "timeout_s": timeout_s, "noisy_cv": noisy_cv, "options": options or {}, "option_set": option_set}
+
+
+def payload_pids(marker: str | os.PathLike) -> list[int]:
+    """The running payloads whose command line names ``marker`` (e.g. their device's workdir): the local device
+    and the virtual boards share this host's pid namespace."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # exited while we looked
+        if b"--min-seconds" in argv and any(os.fsencode(marker) in arg for arg in argv):
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def wait_for_payload(marker: str | os.PathLike, timeout: float = 20) -> list[int]:
+    """Block until a payload naming ``marker`` runs; its pids."""
+    deadline = time.monotonic() + timeout
+    while not (pids := payload_pids(marker)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the payload never started in {marker}")
+        time.sleep(0.05)
+    return pids
+
+
+def bench_job(inventory: Path, device: str, artifact, out: Path, settings: dict, cwd: Path = REPO,
+              env: dict | None = None) -> subprocess.Popen:
+    """``slimlab bench`` as the workflow runs it, one process per job; ``env`` replaces the environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "slimlab.cli", "bench", "--inventory", str(inventory), "--device", device,
+         "--artifact", str(artifact.sidecar), "--threads", "1", "--settings", json.dumps(settings),
+         "--output", str(out)],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+UNSAFE_WORKDIRS = ["world-writable", "someone else's"]
+
+
+def unsafe_workdir(folder: Path, unsafe: str) -> Path:
+    """A new work folder that others may write to, or that another user (nobody) owns: one of UNSAFE_WORKDIRS."""
+    folder.mkdir()
+    if unsafe == "world-writable":
+        folder.chmod(0o777)
+    elif os.geteuid() == 0:
+        os.chown(folder, 65534, 65534)
+    else:
+        pytest.skip("giving a folder to another user needs root")
+    return folder

@@ -21,11 +21,13 @@ from slimlab.lab.transport import CommandResult, DeviceTimeout, DeviceToolError,
 
 
 _PR_SET_PDEATHSIG = 1
+# Looked up here, not in the forked child: a dlopen there could deadlock on a lock another thread held at fork.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def _die_with_parent() -> None:
     """In the child, before exec: SIGKILL me when the process that started me dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class LocalTransport(Transport):
@@ -81,7 +83,7 @@ class LocalTransport(Transport):
         try:
             process = subprocess.Popen(argv, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        stdin=subprocess.DEVNULL, text=True, start_new_session=True,
-                                       preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                       preexec_fn=_die_with_parent if _prctl else None)
         except OSError as exc:
             raise DeviceToolError(f"device {self.device_name!r}: cannot run {argv[0]}: {exc.strerror}") from None
         try:

@@ -20,7 +20,7 @@ Inventory entry::
 * Every command line is built from ``shlex.quote``'d words. When its deadline
   passes, the board is probed: if it still answers, the command's process group
   is killed and the error is a ``timeout``; if not, ``offline``.
-* A ``workdir`` starting with ``~/`` is relative to the login's home on the board.
+* A ``workdir`` of ``~``, or starting with ``~/``, is the login's home on the board, or in it.
 """
 
 import errno
@@ -87,9 +87,9 @@ class SSHTransport(ShellTransport):
 
     @property
     def workdir(self) -> PurePosixPath:
-        # sshd starts sessions and SFTP in the home folder: "~/x" is "x" there, never a folder named "~".
+        # sshd starts sessions and SFTP in the home folder: "~/x" is "x" there and "~" is ".", never a folder "~".
         text = self.device.workdir or self.default_workdir
-        return PurePosixPath(text[2:] if text.startswith("~/") else text)
+        return PurePosixPath((text[2:] or ".") if text == "~" or text.startswith("~/") else text)
 
     # --- connection ---------------------------------------------------------
 
@@ -112,10 +112,13 @@ class SSHTransport(ShellTransport):
                 raise DeviceToolError(f"device {self.device_name!r}: ssh.key_passphrase_env names "
                                       f"${self.settings.key_passphrase_env}, which is not set")
         try:
-            return paramiko.PKey.from_path(self.key_file, passphrase)
-        except paramiko.PasswordRequiredException:
-            raise DeviceToolError(f"device {self.device_name!r}: key {self.key_file} is encrypted; "
-                                  "set ssh.key_passphrase_env") from None
+            return paramiko.PKey.from_path(self.key_file, passphrase.encode() if passphrase else None)
+        except TypeError:  # cryptography's word for an encrypted key without a passphrase, or a plain key with one
+            if not passphrase:
+                raise DeviceToolError(f"device {self.device_name!r}: key {self.key_file} is encrypted; "
+                                      "set ssh.key_passphrase_env") from None
+            raise DeviceToolError(f"device {self.device_name!r}: key {self.key_file} is not encrypted; "
+                                  "drop ssh.key_passphrase_env") from None
         except (paramiko.SSHException, ValueError) as exc:
             raise DeviceToolError(f"device {self.device_name!r}: cannot read key {self.key_file} "
                                   f"(wrong passphrase, or not a private key): {exc}") from None

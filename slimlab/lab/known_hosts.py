@@ -6,9 +6,11 @@ key types it does not know and ``host,ip`` grouping. Here:
 
 - every line paramiko can read is a known key; ``@revoked`` keys are refused even
   if listed elsewhere; ``@cert-authority`` lines are skipped with a warning
-  (paramiko does not check host certificates); unknown key types are skipped;
+  (paramiko does not check host certificates); unknown key types are skipped, and
+  damaged lines with a warning;
 - a key accepted on first use is *appended*, as one OpenSSH line, under an
-  ``flock``, after checking that no parallel job appended it first.
+  ``flock``, after checking that no parallel job appended it first (a ``@revoked``
+  key never is).
 """
 
 import fcntl
@@ -55,8 +57,9 @@ def parse(text: str, path: Path) -> KnownHosts:
             continue
         try:
             entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
-        except (paramiko.SSHException, ValueError) as exc:
-            log.debug("%s line %d: skipped (%s)", path, lineno, exc)
+        except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError) as exc:
+            # e.g. a line cut off inside its base64 key (paramiko's InvalidHostKey is no SSHException)
+            log.warning("%s line %d: not a valid host key line; skipped (%s)", path, lineno, exc)
             continue
         if entry is not None:  # None: a key type paramiko does not know, e.g. sk-ssh-ed25519
             known.entries.append(entry)
@@ -73,13 +76,14 @@ def read(path: Path) -> KnownHosts:
 
 def append(path: Path, hostname: str, key: paramiko.PKey) -> bool:
     """Add ``hostname``'s key as one line at the end of ``path`` unless it is there; True if appended."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # as ssh(1) makes ~/.ssh
     with open(path, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             f.seek(0)
-            current = parse(f.read(), path).keys().lookup(hostname) or {}
-            if key.get_name() in current:
+            current = parse(f.read(), path)
+            # A revoked key is never written down as known, even on first use: the caller refuses it.
+            if current.is_revoked(key) or key.get_name() in (current.keys().lookup(hostname) or {}):
                 return False
             f.seek(0, 2)
             if f.tell() and not _ends_with_newline(path):

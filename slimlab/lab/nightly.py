@@ -16,7 +16,9 @@
 5. writes ``verdict.md`` and ``verdict.json``; every number links to its record.
 
 Exit codes: 0 ok, 1 a regression, 2 an infrastructure failure (a series that should
-have a record and has none, a device that failed, a lock held by a live run).
+have a record and has none, a device that failed, a lock held by a live run). A series
+on an emulated device (the inventory's ``emulated``) has status ``emulated``: it is
+listed, never compared, and leaves the exit code alone.
 ``slimlab nightly accept --reason ...`` makes the current artifacts the baseline and
 appends who, when and why to ``audit.log``.
 """
@@ -34,6 +36,8 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+
+import pandas as pd
 
 from slimlab import registry, report
 from slimlab.artifacts import Artifact, read_sidecar
@@ -237,6 +241,8 @@ def evaluate(series: dict, accepted: dict, measurer: Measurer, run_dir: Path) ->
     row.update(device=record.device, option_set=record.option_set, threads=record.threads,
                median_ms=record.latency.median_ms if record.latency else None, runtime=record.runtime,
                cpu=record.raw.get("cpu"), machine=record.raw.get("machine"))
+    if record.emulated:  # what ran on an emulator is no device figure: never compared, no effect on the exit code
+        return {**row, "status": "emulated", "reason": "an emulated device: its latency is no device figure"}
     base = accepted.get("artifacts", {}).get(f"{series['recipe']}|{series['format']}")
     if record.status != "ok" or base is None:
         return {**row, "status": "new" if record.status == "ok" else "missing",
@@ -278,7 +284,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
              ", ".join(f"**{n} {status}**" for status, n in counts.items()), "",
              "| status | recipe | format | device | set | threads | ratio | interval | ms | record | reason |",
              "|---|---|---|---|---|---|---:|---|---:|---|---|"]
-    order = {"infra": 0, "missing": 1, "regression": 2, "unsure": 3, "improvement": 4, "new": 5, "ok": 6}
+    order = {"infra": 0, "missing": 1, "regression": 2, "unsure": 3, "improvement": 4, "new": 5, "ok": 6, "emulated": 7}
     for row in sorted(rows, key=lambda r: (order.get(r["status"], 9), series_key_text(r))):
         ratio = row.get("latency_ratio")
         numbers = (f"[{ratio:.3f}]({row['samples']})", f"{row['latency_low']:.3f}–{row['latency_high']:.3f}") \
@@ -330,9 +336,7 @@ def run(workdir: Path, state: Path, snakemake: list[str], rounds: int, threshold
         return code
 
 
-def _history_frame(rows: list[dict], meta: dict):
-    import pandas as pd
-
+def _history_frame(rows: list[dict], meta: dict) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     for key, value in meta.items():
         frame[f"run_{key}"] = value

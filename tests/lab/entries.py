@@ -1,21 +1,20 @@
 """Device entries and bench blocks for lab tests, checked as the inventory and the config check them."""
 
-import copy
+import sys
 
-from slimlab import config
-from slimlab.lab.devices import Device, device
-from slimlab.option_sets import DEFAULT
+from slimlab.lab.devices import Device
+from tests.support import bench_block, lab_device
 
-
-def lab_device(name: str, entry: dict) -> Device:
-    """A typed device from an inventory entry: the schema's defaults filled in, every plugin block checked."""
-    entry = copy.deepcopy(entry)
-    config.validate({"devices": {name: entry}}, "devices.schema.yaml", "test inventory")
-    return device(name, entry, "test inventory")
+__all__ = ["bench_block", "lab_device", "ssh_device", "ssh_entry"]
 
 
-def bench_block(*, warmup: int, runs: int, min_seconds: float, timeout_s: float, options: dict | None = None,
-                option_set: str = DEFAULT, max_samples: int = 100_000, noisy_cv: float = 0.1) -> dict:
-    """The config's ``bench`` block for one option set, as the workflow hands it to ``slimlab bench``."""
-    return {"threads": [1], "warmup": warmup, "runs": runs, "min_seconds": min_seconds, "max_samples": max_samples,
-            "timeout_s": timeout_s, "noisy_cv": noisy_cv, "options": options or {}, "option_set": option_set}
+def ssh_entry(board, workdir, **ssh) -> dict:
+    """An inventory entry for a virtual board; ``ssh`` adds or replaces keys of its ``ssh:`` block."""
+    # The board runs commands on this host (netns shares the file system), so the venv's Python works there.
+    return {"transport": "ssh", "runner": "python", "runtimes": ["tflite"],
+            "workdir": str(workdir), "python": {"interpreter": sys.executable},
+            "ssh": {**board.ssh_config_entry(), "connect_timeout_s": 3, "attempts": 2, **ssh}}
+
+
+def ssh_device(board, workdir, **ssh) -> Device:
+    return lab_device("board", ssh_entry(board, workdir, **ssh))

@@ -3,7 +3,6 @@
 The ssh jobs run as the workflow runs them: one `slimlab bench` process per job, in parallel.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from slimlab.lab.bench import BenchFailed
 from slimlab.lab.devices import load_inventory
 from slimlab.records import BenchFailure, BenchRecord, failure_note_path, load
 from tests.lab.entries import bench_block, lab_device
-from tests.support import REPO
+from tests.support import bench_job, wait_for_payload
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(90)]
 
@@ -41,28 +40,7 @@ def inventory(tmp_path, boards) -> Path:
 
 
 def start_bench(lab: Path, device: str, artifact, out: Path, locks: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "slimlab.cli", "bench", "--inventory", str(lab), "--device", device,
-         "--artifact", str(artifact.sidecar), "--threads", "1", "--settings", json.dumps(BENCH),
-         "--output", str(out)],
-        cwd=REPO, env={**os.environ, "SLIMLAB_LOCK_DIR": str(locks)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def wait_for_payload(workdir: Path, timeout: float = 20) -> None:
-    """Block until the payload runs from ``workdir`` (the board shares our pid namespace)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            try:
-                argv = cmdline.read_bytes().split(b"\0")
-            except OSError:
-                continue  # exited while we looked
-            if b"--min-seconds" in argv and any(str(workdir).encode() in a for a in argv):
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"the payload never started in {workdir}")
+    return bench_job(lab, device, artifact, out, BENCH, env={**os.environ, "SLIMLAB_LOCK_DIR": str(locks)})
 
 
 def test_cut_board_fails_its_job_the_other_finishes_and_a_rerun_fills_the_gap(ssh_boards, tiny_artifacts, tmp_path):

@@ -15,23 +15,12 @@ from slimlab.lab import bench
 from slimlab.lab.transport import DeviceTimeout, DeviceToolError
 from slimlab.records import BenchRecord, load
 from slimlab.registry import runners, transports
-from tests.lab.entries import bench_block, lab_device
+from tests.lab.entries import bench_block, lab_device, ssh_device, ssh_entry
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(60)]
 
 HOSTILE = "it's a \"dir\"; touch PWNED; $(touch PWNED2) `touch PWNED3`"
 BENCH = bench_block(warmup=2, runs=20, min_seconds=0.0, timeout_s=60)
-
-
-def ssh_entry(board, workdir, **ssh):
-    # The board runs commands on this host (netns shares the file system), so the venv's Python works there.
-    return {"transport": "ssh", "runner": "python", "runtimes": ["tflite"],
-            "workdir": str(workdir), "python": {"interpreter": sys.executable},
-            "ssh": {**board.ssh_config_entry(), "connect_timeout_s": 3, "attempts": 2, **ssh}}
-
-
-def ssh_device(board, workdir, **ssh):
-    return lab_device("board", ssh_entry(board, workdir, **ssh))
 
 
 def no_injection(root):

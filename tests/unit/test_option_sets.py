@@ -111,3 +111,21 @@ def test_the_readme_example_is_a_valid_sweep():
     bench = validated_bench(**example["bench"])
     assert option_sets.sets_for(bench, "mnn") == ["default", "mnn-low"]
     assert option_sets.merged(bench, "ncnn-fp32")["ncnn"]["lightmode"] is True
+
+
+def test_an_option_its_runner_cannot_honour_is_refused_when_the_config_loads(tmp_path):
+    """A native-tool device is asked for ncnn options benchncnn has no flag for: refused, not silently ignored."""
+    from slimlab import workflow
+    from tests.support import DEFAULT_CONFIG
+
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"devices": {"phone": {
+        "transport": "local", "runner": "native", "runtimes": ["tflite", "ncnn"], "workdir": str(tmp_path / "w"),
+        "native": {"tools": {"tflite": "/opt/benchmark_model", "ncnn": "/opt/benchncnn"}}}}}))
+    cfg = {**DEFAULT_CONFIG, "lab": {"inventory": str(tmp_path / "lab.yaml"), "devices": ["phone"]},
+           "bench": {"option_sets": {"default": {}, "no-xnnpack": {"tflite": {"xnnpack": False}},
+                                     "ncnn-fp32": {"ncnn": {"use_fp16_storage": False}}}}}
+    with pytest.raises(ConfigError, match=r"bench.option_sets.ncnn-fp32.ncnn: device 'phone' runs ncnn with the "
+                                          r"native runner, which cannot honour use_fp16_storage"):
+        workflow.check(json.loads(json.dumps(cfg)))
+    del cfg["bench"]["option_sets"]["ncnn-fp32"]  # xnnpack is one benchmark_model has a flag for
+    assert workflow.check(json.loads(json.dumps(cfg))).devices["phone"].runner == "native"

@@ -12,7 +12,9 @@ import pytest
 
 from slimlab import report
 from slimlab.errors import SlimlabError
-from slimlab.records import BenchFailure, BenchRecord, Energy, Latency, ParamCount, Sidecar, Size, Step
+from slimlab.artifacts import read_sidecar
+from slimlab.records import (BenchFailure, BenchRecord, DeviceEval, Emulation, Energy, Latency, ParamCount, Sidecar,
+                             Size, Step)
 from slimlab.report import plots, tables, terminal
 from tests.support import DIGITS, REPO, slimlab
 
@@ -65,8 +67,9 @@ class Lab:
         info.save(folder / "artifact.json")
         return info
 
-    def deploy(self, recipe: str, info: Sidecar, timings: dict) -> None:
-        """``timings``: {(device, option set, threads): median ms, or a failure reason}."""
+    def deploy(self, recipe: str, info: Sidecar, timings: dict, **record) -> None:
+        """``timings``: {(device, option set, threads): median ms, or a failure reason}; ``record``: more fields of
+        each record."""
         folder = info.lineage[-1].artifact
         records = []
         for (device, option_set, threads), timed in timings.items():
@@ -79,7 +82,7 @@ class Lab:
                 BenchRecord(**target, runtime="rt 1", latency=Latency(n=3, median_ms=timed, min_ms=timed, max_ms=timed,
                                                                       mean_ms=timed, cv=0.01),
                             memory={"peak_rss_kib": 50_000, "load_growth_kib": 300, "runtime_mb": 1.5},
-                            energy=Energy(probe="none", reason="no probe here")).save(path)
+                            energy=Energy(probe="none", reason="no probe here"), **record).save(path)
             records.append(str(path))
         self.deployables.append({"recipe": recipe, "format": info.format,
                                  "sidecar": f"{folder}/artifact.json", "records": records})
@@ -140,6 +143,24 @@ def test_each_step_shows_what_it_bought_once(lab):
     assert prune["size_ratio"] == 0.25 and prune["accuracy_delta_pt"] == pytest.approx(-2.0)
     assert pd.isna(prune["latency_ratio"]) and prune["latency_settings"] == 0  # a Keras model is never timed
     assert steps.loc[("pruned_int8", "quantize.int8"), "gzip_ratio"] == 0.25
+
+
+def test_an_emulated_device_shows_what_ran_and_its_accuracy_but_never_how_fast(lab, tmp_path):
+    baseline = lab.deployables[0]
+    evaluation = {"samples": 100, "accuracy": 0.9, "host_accuracy": 0.95, "agreement": 0.93, "max_abs_diff": 0.2,
+                  "mean_abs_diff": 0.01, "logit_range": 20.0, "max_abs_diff_rel": 0.01, "bounds": {}, "passed": False}
+    lab.deploy("baseline", read_sidecar(baseline["sidecar"]), {("emu", "default", 1): 0.01},
+               emulated=Emulation(qemu_cpu="max,sme=off"), device_eval=DeviceEval(**evaluation))
+    table = report.write(lab.deployables, tmp_path / "out")
+    emu = table[table["device"] == "emu"].iloc[0]
+    assert emu["emulated"] == "max,sme=off" and emu["latency_median_ms"] == 0.01  # shown, labelled
+    assert (emu["device_accuracy"], emu["device_agreement"], emu["device_parity_failed"]) == (0.9, 0.93, True)
+    assert pd.isna(emu["speedup_vs_baseline"])
+    # The fastest emulated 0.01 ms would win everything: it is in no ranking, plot or front.
+    assert "emu" not in set(report.fastest(table)["device"]) and "emu" not in set(plots.points(table)["device"])
+    assert set(table[table["device"] != "emu"]["emulated"].dropna()) == set()
+    page = (tmp_path / "out/summary.html").read_text()
+    assert "Emulated: emu." in page and "1 row(s) miss the parity bar" in page
 
 
 def test_pareto_front_keeps_what_nothing_beats_on_both_axes():
