@@ -22,13 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from slimlab.artifacts import SIDECAR, read_sidecar
 from slimlab.config import load_yaml
 from slimlab.option_sets import DEFAULT
 from slimlab.records import BenchRecord, load
 from slimlab.report import read_deployables, rows
 
 CONFIG = "config/mobilenet.yaml"
-COMMAND = ["snakemake", "--profile", "lab", "--configfile", CONFIG, "--replace-workflow-config"]
+# --force-use-threads: Snakemake 9.27 runs a `run:` rule (deployables) in a child snakemake that it does not
+# pass --replace-workflow-config, so the child merges config/config.yaml back in; in a thread it does not.
+COMMAND = ["snakemake", "--profile", "lab", "--configfile", CONFIG, "--replace-workflow-config", "--force-use-threads"]
 REFERENCE, FP32 = "int8", "baseline"   # speed-ups are against the unpruned int8 model
 CV_TARGET = 5.0  # %
 
@@ -110,6 +113,14 @@ def targets(tflite: pd.DataFrame, fp32_noise: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(found, columns=["recipe", "target", "measured", "met"]).replace({True: "yes", False: "no"})
 
 
+def step_seconds(deployables: list[dict], recipe: str) -> list[str]:
+    """``stage: seconds`` of the work of every step of a recipe's TFLite artifact, from its lineage's sidecars."""
+    item = next(item for item in deployables if item["recipe"] == recipe and item["format"] == "tflite")
+    steps = read_sidecar(Path(item["sidecar"])).lineage
+    timings = [(read_sidecar(Path(step.artifact) / SIDECAR).timing or {}).get("work_s") for step in steps]
+    return [f"{step.stage} {seconds:.0f} s" for step, seconds in zip(steps, timings) if seconds is not None]
+
+
 def run_sampling_load() -> list[float]:
     """Run the experiment; the 1-minute load average every 10 s while it runs."""
     samples, done = [], threading.Event()
@@ -150,6 +161,8 @@ def main() -> int:
     if load_samples:
         print(f"(1-minute load average during the run: median {np.median(load_samples):.1f}, "
               f"max {max(load_samples):.1f}, on {os.cpu_count()} cores)")
+    for recipe in (FP32, "structured50_int8"):
+        print(f"{recipe}: {', '.join(step_seconds(deployables, recipe))} (each step's work, on this host)")
     print("\n### TFLite, 1 thread (speed-ups and MAC ratios against the unpruned int8 model)\n")
     print(tflite.to_markdown(floatfmt=".3g"))
     print("\n### Float models in every format, 1 thread\n")

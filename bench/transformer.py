@@ -67,8 +67,13 @@ class Deployable:
 
     @property
     def macs(self) -> int | None:
-        """The format's own count (Dense and Conv kernels) plus the attention products it leaves out."""
-        return self.info.macs["total"] + transformer.attention_macs(self.keras.model) if self.info.macs else None
+        """The Keras model's count (Dense and Conv kernels) plus the attention products it leaves out.
+
+        Not the TFLite file's count: its Dense layers on token sequences keep a free batch
+        dimension, so their tensors' static shapes do not hold the sizes.
+        """
+        counted = self.keras.info.macs
+        return counted["total"] + transformer.attention_macs(self.keras.model) if counted else None
 
 
 def deployables(path: Path) -> dict[tuple[str, str], Deployable]:
@@ -91,7 +96,8 @@ def run(seed: int, base: dict) -> None:
     command = ["snakemake", "--profile", "lab", "--configfile", str(configfile), "--replace-workflow-config"]
     if subprocess.run([sys.executable, "-m", *command]).returncode != 0:
         print(f"bench: snakemake failed for seed {seed}; the tables cover what finished", file=sys.stderr)
-    shutil.copyfile("results/report/deployables.json", KEPT / f"deployables-seed-{seed}.json")
+    if Path("results/report/deployables.json").is_file():
+        shutil.copyfile("results/report/deployables.json", KEPT / f"deployables-seed-{seed}.json")
 
 
 def models_table(found: dict) -> pd.DataFrame:

@@ -10,6 +10,7 @@
     slimlab report build ...             the summary tables, page and plot (used by the workflow)
     slimlab report show [...]            the summary as a table in the terminal, filtered and sorted
     slimlab failures --summary FILE      exit 1 if a recipe step failed (used by the workflow)
+    slimlab board build|up|down|status   an emulated arm64 board on this host (root)
 """
 
 import argparse
@@ -224,6 +225,28 @@ def cmd_nightly_accept(args) -> None:
           f"{accepted['accepted']}): {args.reason}")
 
 
+def cmd_board(args) -> None:
+    import logging
+
+    from slimlab.lab.virtual import arm64, rootfs
+
+    logging.basicConfig(format="slimlab board: %(message)s")
+    logging.getLogger("slimlab").setLevel(logging.INFO)  # not paramiko's
+    cache = args.cache or arm64.default_cache()
+    if args.action == "build":
+        print(rootfs.build(cache, args.mirror, args.force))
+    elif args.action == "up":
+        board = arm64.up(args.name, args.cpu, args.inventory, cache, args.evaluate)
+        print(f"{board.name}: {board.address}, QEMU_CPU={board.cpu}; add it to lab.devices ({board.entry})")
+    elif args.action == "down":
+        for name in [board.name for board in arm64.boards(cache)] if args.all else args.names:
+            arm64.down(name, cache)
+    else:
+        for board in arm64.status(cache):
+            state = "running" if board["running"] else f"NOT running ({board['mounts']} mounts; board down clears it)"
+            print(f"{board['name']}: {board['address']} QEMU_CPU={board['cpu']}, {state}; entry {board['entry']}")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="slimlab", description="Compress models and measure them on devices.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -299,6 +322,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state", type=Path, default=Path("results/nightly"))
     p.add_argument("--run", help="the nightly run this baseline comes from, for the audit log")
     p.set_defaults(func=cmd_nightly_accept)
+
+    board = sub.add_parser("board", help="an emulated arm64 board on this host (root; README: Devices)")
+    board_actions = board.add_subparsers(dest="action", required=True)
+    cache = argparse.ArgumentParser(add_help=False)
+    cache.add_argument("--cache", type=Path, help="built trees and running boards "
+                       "(default: $SLIMLAB_BOARD_CACHE, else ~/.cache/slimlab/boards)")
+    p = board_actions.add_parser("build", parents=[cache], help="build the arm64 tree with the payload's runtimes, "
+                                 "or reuse the cached one")
+    p.add_argument("--mirror", help="Debian mirror (default: the one apt's sources name)")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.set_defaults(func=cmd_board)
+    p = board_actions.add_parser("up", parents=[cache], help="start a board and write its inventory entry")
+    p.add_argument("name")
+    p.add_argument("--cpu", required=True, help="the core qemu emulates: cortex-a72 (a Pi 4), cortex-a76 (a Pi 5), "
+                   "max,sme=off (a modern core with fp16, dotprod, i8mm, bf16)")
+    p.add_argument("--inventory", type=Path, default=Path("devices"), help="where the entry <name>.yaml goes "
+                   "(default: devices, the default config's inventory folder)")
+    p.add_argument("--evaluate", type=int, default=200, help="test samples the board runs per record, against "
+                   "the host's logits (default 200; 0 = off)")
+    p.set_defaults(func=cmd_board)
+    p = board_actions.add_parser("down", parents=[cache], help="stop boards, unmount and delete them and their entries")
+    names = p.add_mutually_exclusive_group(required=True)
+    names.add_argument("names", nargs="*", metavar="name", default=[])
+    names.add_argument("--all", action="store_true", help="every board that is up")
+    p.set_defaults(func=cmd_board)
+    board_actions.add_parser("status", parents=[cache], help="the boards that are up").set_defaults(func=cmd_board)
 
     p = sub.add_parser("failures", help="exit 1 if a recipe step failed, naming each")
     p.add_argument("--summary", type=Path, required=True, help="results/report/summary.parquet")

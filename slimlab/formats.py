@@ -14,6 +14,8 @@ every ``predict`` takes the Keras NHWC batch; a runtime that wants another
 layout transposes it inside its format, once, so users never do.
 """
 
+import importlib
+import tempfile
 from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -44,6 +46,8 @@ class Format:
     runtime_adapter: Traversable | Path | None = None
     # Its ``convert.<name>`` stage (a slimlab.stages.Stage), registered with the other stages.
     converter = None
+    # The runtime options host-side ``predict`` runs the adapter with: the reference devices are compared with.
+    predict_options: dict = {}
 
     def save(self, model: Any, folder: Path) -> None:
         raise NotImplementedError
@@ -53,8 +57,19 @@ class Format:
         raise NotImplementedError
 
     def predict(self, model: Any, x: np.ndarray) -> np.ndarray:
-        """Logits for an NHWC float batch, one row per sample."""
-        raise NotImplementedError
+        """Logits for an NHWC float batch, one row per sample.
+
+        A format whose runtime adapter ships in slimlab's payload predicts with that adapter (with
+        ``predict_options``), the code that runs the model on devices, so the host's logits and a device's
+        evaluation come from the same lines. Other formats implement this.
+        """
+        if self.runtime_adapter is None:
+            raise NotImplementedError(f"format {self.name!r} cannot predict")
+        runtime = importlib.import_module(f"slimlab_payload.runtimes.{self.name}").Adapter(np)
+        with tempfile.TemporaryDirectory(prefix=f"slimlab-{self.name}-") as tmp:
+            self.save(model, Path(tmp))
+            runtime.load([str(path) for path in self.paths(Path(tmp))], 1, self.predict_options)
+        return runtime.logits(np.asarray(x, np.float32))
 
     def weights(self, model: Any) -> list[np.ndarray] | None:
         """The stored weight tensors as real values; None where they cannot be decoded honestly."""

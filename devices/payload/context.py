@@ -20,15 +20,29 @@ from pathlib import Path
 from slimlab_payload.runtime import PayloadError
 
 
+def _cpuinfo() -> dict[str, str]:
+    """/proc/cpuinfo's fields as the first processor block gives them ({} without the file)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    fields = {}
+    for line in cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu_model() -> str:
     """The CPU's name from /proc/cpuinfo (x86: model name; ARM boards: Hardware), else the platform's."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []
-    for key in ("model name", "Hardware"):
-        for line in lines:
-            if line.split(":")[0].strip() == key:
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    fields = _cpuinfo()
+    return fields.get("model name") or fields.get("Hardware") or platform.processor() or platform.machine()
+
+
+def cpu() -> dict:
+    """Which CPU ran the payload: the machine, an ARM core's implementer, part and features (ARM cpuinfo names no
+    model), and the core qemu-user emulates, where the payload runs under it (QEMU_CPU)."""
+    fields = _cpuinfo()
+    return {"machine": platform.machine(), "implementer": fields.get("CPU implementer"),
+            "part": fields.get("CPU part"), "features": fields["Features"].split() if "Features" in fields else None,
+            "qemu_cpu": os.environ.get("QEMU_CPU")}
 
 
 THERMAL = "sys/class/thermal"

@@ -20,7 +20,7 @@ import os
 import platform
 import time
 
-from slimlab_payload import context
+from slimlab_payload import context, evaluate
 from slimlab_payload.runtime import PayloadError, adapter, check_options
 
 RESULT_PREFIX = "slimlab-result: "
@@ -83,6 +83,8 @@ def measure(args) -> dict:
         latencies.append(timed_invoke())
     timed_s = time.perf_counter() - began
     after = context.snapshot(sysfs)
+    # After the timed runs, so that it never warms or disturbs them; still under the device's lock.
+    evaluation = evaluate.evaluate(np, runtime, args.evaluate) if args.evaluate else None
     if lock is not None:
         lock.close()
     return {
@@ -104,7 +106,8 @@ def measure(args) -> dict:
         "cpu": context.cpu_model(),
         "python": platform.python_version(),
         "context": {"root": args.context_root, "affinity": affinity, "process_threads": context.process_threads(),
-                    "cooldown": cooldown, "before": before, "after": after},
+                    "cooldown": cooldown, "before": before, "after": after, "cpu": context.cpu()},
+        "evaluation": evaluation,
     }
 
 
@@ -153,7 +156,7 @@ def compare(args) -> dict:
             "options": models["candidate"].applied(), "rounds": rounds, "machine": platform.machine(),
             "cpu": context.cpu_model(),
             "context": {"root": args.context_root, "affinity": affinity, "process_threads": context.process_threads(),
-                        "cooldown": None, "before": before, "after": after}}
+                        "cooldown": None, "before": before, "after": after, "cpu": context.cpu()}}
 
 
 def int_list(text: str) -> list[int]:
@@ -172,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--max-samples", type=int, default=100_000, help="stop here even before --min-seconds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evaluate", help="an .npz of test samples, their labels and the host's logits: after timing, "
+                   "run every sample and report accuracy and agreement with the host")
     p.add_argument("--baseline-model", nargs="+", help="compare: the baseline's files, timed in rounds with --model's")
     p.add_argument("--rounds", type=int, default=10, help="compare: how many alternating rounds")
     p.add_argument("--lock", help="a file to flock while measuring, so two benchmarks never share the device")

@@ -65,7 +65,8 @@ def check_options(runtime: str, options: dict, schema: dict) -> dict:
 
 class Runtime(ABC):
     """One runtime: ``__init__`` imports it (untimed), ``load`` is timed as init, ``feed`` sets a random
-    input (untimed), ``invoke`` is one timed inference, ``applied`` reads the options back from the runtime.
+    input (untimed), ``invoke`` is one timed inference, ``applied`` reads the options back from the runtime,
+    ``predict`` runs one real sample.
 
     ``module`` names the runtime's Python module: ``__init__`` imports it as ``self.lib`` and records
     its version, or says that the device lacks it.
@@ -92,6 +93,15 @@ class Runtime(ABC):
 
     @abstractmethod
     def applied(self) -> dict: ...
+
+    def predict(self, sample):
+        """The logits of one sample, given as Keras takes it (NHWC, no batch axis), as a float32 vector: the host's
+        ``Format.predict`` and the on-device evaluation both run models through this."""
+        raise PayloadError(f"the {type(self).__module__} adapter has no predict(sample): it cannot evaluate a model")
+
+    def logits(self, x):
+        """``predict`` of every sample of a batch, one row each."""
+        return self.np.stack([self.predict(sample) for sample in x])
 
     def observed(self) -> dict:
         """Runtime-specific facts for the record besides the options (e.g. delegated nodes)."""

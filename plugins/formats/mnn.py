@@ -98,35 +98,11 @@ class MnnFormat(BytesFormat):
     Options = MnnOptions
     runtime_adapter = builtin_adapter("mnn")
     converter = Stage("convert.mnn", convert_mnn, ConvertParams, inputs=("keras", "tflite", "onnx"), output="mnn")
+    predict_options = {"precision": "high"}
 
     def check(self, data: bytes) -> None:
         if mnn_dump(data) is None:
             raise ValueError("MNN's converter cannot read it")
-
-    def predict(self, model: bytes, x: np.ndarray) -> np.ndarray:
-        """One sample at a time through an MNN session at high precision."""
-        import MNN
-
-        with tempfile.NamedTemporaryFile(suffix=".mnn") as tmp:
-            tmp.write(model)
-            tmp.flush()
-            interpreter = MNN.Interpreter(tmp.name)
-        session = interpreter.createSession({"numThread": 1, "precision": "high"})
-        inp = interpreter.getSessionInput(session)
-        shape = tuple(inp.getShape())
-        if shape[1:] != x.shape[1:] and x.ndim == 4 and shape[1:] == (x.shape[3], x.shape[1], x.shape[2]):
-            x = x.transpose(0, 3, 1, 2)  # an NCHW graph input (ONNX models exported channel-first)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        logits = []
-        for i in range(len(x)):
-            inp.copyFrom(MNN.Tensor(shape, MNN.Halide_Type_Float, x[i:i + 1], inp.getDimensionType()))
-            interpreter.runSession(session)
-            out = interpreter.getSessionOutput(session)
-            host = MNN.Tensor(out.getShape(), MNN.Halide_Type_Float, np.zeros(out.getShape(), np.float32),
-                              out.getDimensionType())
-            out.copyToHostTensor(host)
-            logits.append(np.array(host.getData(), np.float32).reshape(-1))
-        return np.stack(logits)
 
     def weights(self, model: bytes) -> list[np.ndarray] | None:
         """Float weights and biases of each op; None if any are quantised (packed buffers, not decoded here)."""

@@ -2,8 +2,8 @@
 
 ``convert.ncnn`` takes Keras (through ONNX, tf2onnx) or ONNX. The ONNX graph gets a
 channel-first input (a Transpose that pnnx folds into the first layer), so the ncnn
-model takes NCHW like every ncnn model; ``predict`` and the runtime adapter transpose
-the NHWC batch once. pnnx's Python package imports torch, so only its bundled binary
+model takes NCHW like every ncnn model; the runtime adapter (which ``predict`` runs on
+the host too) transposes each NHWC sample. pnnx's Python package imports torch, so only its bundled binary
 is run (pnnx is installed with ``--no-deps``), with ``fp16=0`` for fp32 weights unless
 ``fp16_storage``. int8: the ncnn and pnnx wheels ship no ``ncnn2table``/``ncnn2int8``.
 
@@ -127,27 +127,6 @@ class NcnnFormat(Format):
         if self.weights(model) is None:
             raise ArtifactError(f"{weights}: ncnn weights do not match the layers in {param.name} (truncated?)")
         return model
-
-    def predict(self, model: NcnnModel, x: np.ndarray) -> np.ndarray:
-        import ncnn
-
-        net = ncnn.Net()
-        with tempfile.TemporaryDirectory(prefix="slimlab-ncnn-") as tmp:
-            self.save(model, Path(tmp))
-            param, weights = self.paths(Path(tmp))
-            if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
-                raise ArtifactError("ncnn could not load the model (param and bin do not match)")
-        # pnnx graphs are channel-first: NHWC -> NCHW here, once.
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if x.ndim == 4 else x, dtype=np.float32)
-        (inp,), (out,) = net.input_names(), net.output_names()
-        logits = []
-        for i in range(len(x)):
-            with net.create_extractor() as extractor:
-                # A batch-of-one Mat, cloned, as pnnx's own <name>_ncnn.py does; ncnn.Mat(x[i]) gave garbage.
-                extractor.input(inp, ncnn.Mat(x[i:i + 1], batch_index=0).clone())
-                _, y = extractor.extract(out)
-                logits.append(np.array(y.numpy(batch_index=0)).reshape(-1))
-        return np.stack(logits)
 
     def weights(self, model: NcnnModel) -> list[np.ndarray] | None:
         """Decode the .bin using the param file; None when it holds layers or encodings this does not know."""

@@ -48,16 +48,6 @@ class OnnxFormat(BytesFormat):
         return {"shape": [None, *dims[1:]], "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(
             first.type.tensor_type.elem_type)).name}
 
-    def predict(self, model: bytes, x: np.ndarray) -> np.ndarray:
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-        feed = session.get_inputs()[0]
-        x = x.astype(np.float32)
-        if isinstance(feed.shape[0], int):  # batch fixed (to 1) in the graph: one sample at a time
-            return np.concatenate([session.run(None, {feed.name: x[i:i + 1]})[0] for i in range(len(x))])
-        return session.run(None, {feed.name: x})[0]
-
     def weights(self, model: bytes) -> list[np.ndarray]:
         """Float initializers: the weights and biases (integer ones are shapes and axes)."""
         import onnx

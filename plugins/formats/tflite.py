@@ -42,22 +42,6 @@ def interpreter_class():
     return Interpreter
 
 
-def to_tensor_dtype(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Quantise a float batch as the tensor asks (scale and zero point), else cast."""
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(detail["dtype"], np.integer) and scale:
-        info = np.iinfo(detail["dtype"])
-        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
-    return x.astype(detail["dtype"])
-
-
-def from_tensor_dtype(y: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if np.issubdtype(detail["dtype"], np.integer) and scale:
-        return (y.astype(np.float32) - zero_point) * scale
-    return y.astype(np.float32)
-
-
 def decode_tensor(tensor, raw: np.ndarray, dtypes: dict) -> np.ndarray:
     """A stored tensor as real values; a sparse one counts its dense size, only its stored values nonzero."""
     dtype = np.dtype(dtypes[tensor.type].lower())
@@ -116,19 +100,6 @@ class TfliteFormat(BytesFormat):
         detail = interpreter_class()(model_content=model).get_input_details()[0]
         shape = [None if dim < 0 else int(dim) for dim in detail["shape_signature"]]
         return {"shape": [None, *shape[1:]], "dtype": np.dtype(detail["dtype"]).name}
-
-    def predict(self, model: bytes, x: np.ndarray) -> np.ndarray:
-        """Every sample through LiteRT, quantising input and dequantising output as the model asks."""
-        interpreter = interpreter_class()(model_content=model, num_threads=1)
-        interpreter.allocate_tensors()
-        inp = interpreter.get_input_details()[0]
-        out = interpreter.get_output_details()[0]
-        logits = []
-        for sample in to_tensor_dtype(x, inp):
-            interpreter.set_tensor(inp["index"], sample[None])
-            interpreter.invoke()
-            logits.append(from_tensor_dtype(interpreter.get_tensor(out["index"])[0], out))
-        return np.stack(logits)
 
     def weights(self, model: bytes) -> list[np.ndarray]:
         """Constant weight/bias tensors of the weighted ops, following DEQUANTIZE/DENSIFY to what is stored."""

@@ -4,15 +4,22 @@ The payload (:mod:`slimlab.lab.payload`, one ``.pyz``) times every format that h
 runtime adapter with the same loop; the artifact's format picks the adapter, and the
 option set's options for that format go along. The runner's block also pins the
 payload to CPUs (``affinity``), cools the device down first (``cooldown``), points
-the run context at a sysfs tree (``context_root``), and names the device-side lock.
+the run context at a sysfs tree (``context_root``), names the device-side lock, and
+with ``evaluate: N`` has the device run the first N test samples after timing, to
+compare its accuracy and logits with the host's run of the same file.
 """
 
+import hashlib
+import io
 import json
 import sys
+import zipfile
+from pathlib import Path
 
 from pydantic import Field
 
-from slimlab import formats, hookimpl, registry
+from slimlab import data, formats, hookimpl, registry
+from slimlab.atomic import write_bytes
 from slimlab.lab import payload
 from slimlab.lab.devices import Settings
 from slimlab.lab.runner import Runner
@@ -35,6 +42,8 @@ class PythonSettings(Settings):
     context_root: str = Field("/", min_length=1, description="prefix of the sysfs paths read for the run context")
     lock: str | None = Field(None, min_length=1, description="a file on the device that every payload flocks "
                              "while it measures, whichever host or checkout started it; default: the transport's")
+    evaluate: int = Field(0, ge=0, description="after timing, run the first N test samples on the device and record "
+                          "its accuracy and agreement with the host's logits (device_eval); 0 = off")
 
 
 class PythonRunner(Runner):
@@ -58,7 +67,9 @@ class PythonRunner(Runner):
         return args
 
     def measure(self, artifact, threads: int, settings: dict) -> dict:
-        return self._payload(artifact, threads, settings, [])
+        samples = self.settings.evaluate
+        extra = ["--evaluate", self.transport.push(evaluation_slice(artifact, samples))] if samples else []
+        return self._payload(artifact, threads, settings, extra)
 
     def compare(self, candidate, baseline, threads: int, settings: dict, rounds: int) -> dict:
         """Both models in one payload process, timed in alternating rounds (see ``slimlab_payload.main``)."""
@@ -101,8 +112,33 @@ class PythonRunner(Runner):
         lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
         if not lines:
             raise self.fail("payload printed no result line")
-        return {**json.loads(lines[-1].removeprefix(RESULT_PREFIX)), "payload_sha256": script_sha256,
-                "honoured": sorted(settings["options"].get(kind, {}))}
+        try:
+            found = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+        except json.JSONDecodeError as exc:
+            raise self.fail(f"payload printed a result line that is not JSON ({exc})") from None
+        if not isinstance(found, dict):
+            raise self.fail("payload printed a result line that is not a JSON object")
+        return {**found, "payload_sha256": script_sha256, "honoured": sorted(settings["options"].get(kind, {}))}
+
+
+def evaluation_slice(artifact, samples: int) -> Path:
+    """The first ``samples`` of the artifact's test split with their labels and the host's logits, as an .npz written
+    the same way every time (so it is pushed once per artifact and size), in the payload's cache."""
+    import numpy as np
+
+    spec = {key: value for key, value in artifact.info.dataset.items() if key != "sizes"}  # sizes: added by write()
+    splits = data.load_spec(spec)
+    arrays = {"x": splits.x_test[:samples], "y": splits.y_test[:samples], "logits": artifact.test_logits[:samples]}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+    content = buffer.getvalue()
+    path = payload.cache_dir() / "evaluate" / f"{hashlib.sha256(content).hexdigest()[:16]}.npz"
+    if not path.is_file():
+        write_bytes(path, content)
+    return path
 
 
 @hookimpl

@@ -8,8 +8,10 @@ is written atomically beside where the record would be, with the failure's tag
 
 A record (:class:`slimlab.records.BenchRecord`) carries the latency statistics and
 every raw latency, the options asked for, reported back and honoured, the run
-context the runner read on the device, memory, energy, and ``flags``: ``noisy``,
-``throttled``, ``cooldown_timed_out``, ``sample_cap_reached``.
+context the runner read on the device, memory, energy, the device's own evaluation
+(``device_eval``, where the runner was asked for one), and ``flags``: ``noisy``,
+``throttled``, ``cooldown_timed_out``, ``sample_cap_reached``, and ``emulated`` for a
+device the inventory declares an emulator (``emulated``, also a field of the record).
 """
 
 import platform
@@ -24,7 +26,8 @@ from slimlab.lab.devices import Device
 from slimlab.lab.lock import device_lock, lock_dir
 from slimlab.lab.stats import summarize
 from slimlab.lab.transport import failure_tag
-from slimlab.records import BenchFailure, BenchRecord, Latency, Options, failure_note_path
+from slimlab.parity_bounds import bounds, is_quantized
+from slimlab.records import BenchFailure, BenchRecord, DeviceEval, Latency, Options, failure_note_path
 
 SETTINGS = ("warmup", "runs", "min_seconds", "max_samples", "timeout_s", "noisy_cv")
 # How long a job waits for another run's benchmark on the same device.
@@ -62,6 +65,41 @@ def _measure(device: Device, artifact: Artifact, threads: int, settings: dict, l
         probe_transport.close()
 
 
+def device_eval(found: dict, lineage) -> DeviceEval:
+    """The device's evaluation against the parity bounds of the artifact's kind (float or quantized): its agreement
+    with the host, and its accuracy, at most the agreement bound's slack below the host's on the same samples."""
+    bar = bounds(is_quantized(lineage))
+    slack = 1.0 - bar["min_agreement"]
+    passed = found["agreement"] >= bar["min_agreement"] and found["accuracy"] >= found["host_accuracy"] - slack
+    return DeviceEval(**found, bounds=bar, passed=passed)
+
+
+def _record(target: dict, device: Device, artifact: Artifact, settings: dict, raw: dict, used, wall_ms: float
+            ) -> BenchRecord:
+    """The record of what the runner measured; a result it cannot be made from is the runner's fault."""
+    try:
+        latencies = raw.pop("latencies_ms", None)
+        latency = Latency(**(summarize(latencies) if latencies else raw.pop("summary")))
+        run_context = raw.pop("context", None)
+        flags = context.flags(latency.model_dump(), run_context, settings["noisy_cv"])
+        flags += ["sample_cap_reached"] * bool(raw.get("sample_cap_reached")) + ["emulated"] * bool(device.emulated)
+        evaluation = raw.pop("evaluation", None)
+        return BenchRecord(
+            **{**target, "artifact_sha256": artifact.sha256},
+            runtime=raw.pop("runtime"),
+            options=Options(requested=settings["options"].get(artifact.kind, {}), reported=raw.pop("options", {}),
+                            honoured=raw.pop("honoured", [])),
+            payload_sha256=raw.pop("payload_sha256", None),
+            wall_ms=wall_ms, init_ms=raw.pop("init_ms", None), first_inference_ms=raw.pop("first_inference_ms", None),
+            latency=latency, latencies_ms=latencies, flags=flags, context=run_context, energy=used,
+            memory=raw.pop("memory", None), raw=raw,
+            device_eval=device_eval(evaluation, artifact.lineage) if evaluation else None,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pydantic's ValidationError is a ValueError
+        raise DeviceError(f"device {device.name!r}: runner {device.runner!r} returned a malformed result "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
 def run(device: Device, artifact_sidecar: Path, threads: int, bench: dict, output: Path,
         locks: Path | None = None, lock_wait_s: float = LOCK_WAIT_S) -> BenchRecord:
     """Measure and write one record; ``bench`` is the config's bench block with one option set's ``options``
@@ -70,7 +108,7 @@ def run(device: Device, artifact_sidecar: Path, threads: int, bench: dict, outpu
     target = dict(device=device.name, transport=device.transport, runner=device.runner, host=platform.node(),
                   artifact=str(Path(artifact_sidecar).parent), format="unknown",
                   option_set=bench["option_set"], threads=threads,
-                  settings={key: settings[key] for key in SETTINGS})
+                  settings={key: settings[key] for key in SETTINGS}, emulated=device.emulated)
     try:
         sidecar = read_sidecar(artifact_sidecar)
         target["format"] = sidecar.format
@@ -81,28 +119,13 @@ def run(device: Device, artifact_sidecar: Path, threads: int, bench: dict, outpu
             return record
         artifact = Artifact.load(artifact_sidecar)
         raw, used, wall_ms = _measure(device, artifact, threads, settings, lock_wait_s, locks or lock_dir())
+        record = _record(target, device, artifact, settings, raw, used, wall_ms)
     except (SlimlabError, OSError) as exc:
         tag = failure_tag(exc) if isinstance(exc, DeviceError) else "tool_error"
         reason = str(exc) if isinstance(exc, SlimlabError) else f"{type(exc).__name__}: {exc}"
         BenchFailure(**target, tag=tag, reason=reason).save(failure_note_path(output))
         raise BenchFailed(f"bench of {artifact_sidecar} on device {device.name!r} failed ({tag}): {reason}",
                           tag) from None
-    requested = settings["options"].get(sidecar.format, {})
-    latencies = raw.pop("latencies_ms", None)
-    latency = Latency(**(summarize(latencies) if latencies else raw.pop("summary")))
-    run_context = raw.pop("context", None)
-    flags = context.flags(latency.model_dump(), run_context, settings["noisy_cv"])
-    if raw.get("sample_cap_reached"):
-        flags.append("sample_cap_reached")
-    record = BenchRecord(
-        **{**target, "artifact_sha256": artifact.sha256},
-        runtime=raw.pop("runtime"),
-        options=Options(requested=requested, reported=raw.pop("options", {}), honoured=raw.pop("honoured", [])),
-        payload_sha256=raw.pop("payload_sha256", None),
-        wall_ms=wall_ms, init_ms=raw.pop("init_ms", None), first_inference_ms=raw.pop("first_inference_ms", None),
-        latency=latency, latencies_ms=latencies, flags=flags, context=run_context, energy=used,
-        memory=raw.pop("memory", None), raw=raw,
-    )
     record.save(output)
     failure_note_path(output).unlink(missing_ok=True)
     return record

@@ -16,9 +16,10 @@ import pydantic
 
 from slimlab import config, registry
 from slimlab.errors import ConfigError, PluginError, validated
+from slimlab.records import Emulation
 
 MEASUREMENT_KEYS = ("threads", "warmup", "runs", "min_seconds", "max_samples", "timeout_s", "noisy_cv")
-COMMON_KEYS = {"transport", "runner", "runtimes", "workdir", "energy", *MEASUREMENT_KEYS}
+COMMON_KEYS = {"transport", "runner", "runtimes", "workdir", "energy", "emulated", *MEASUREMENT_KEYS}
 
 
 class Settings(pydantic.BaseModel):
@@ -41,6 +42,7 @@ class Device:
     probe: str = "none"
     energy: Settings = field(default_factory=Settings)
     measurement: dict = field(default_factory=dict)  # overrides of the config's `bench` block
+    emulated: Emulation | None = None  # an emulator (e.g. qemu-user): its latencies are not a device's
 
     @property
     def resource(self) -> str:
@@ -83,7 +85,15 @@ def device(name: str, entry: dict, source: str = "inventory") -> Device:
         probe=probe.name,
         energy=validated(probe.Settings, energy, f"{where}.energy"),
         measurement={key: entry[key] for key in MEASUREMENT_KEYS if key in entry},
+        emulated=emulation(entry.get("emulated", False), f"{where}.emulated"),
     )
+
+
+def emulation(declared: bool | dict, where: str) -> Emulation | None:
+    """``emulated: true`` or ``emulated: {qemu_cpu: ...}`` declares an emulator; false or absent, a device."""
+    if declared is False:
+        return None
+    return validated(Emulation, {} if declared is True else declared, where)
 
 
 def load_inventory(path: str | Path) -> dict[str, Device]:

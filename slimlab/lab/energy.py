@@ -75,16 +75,16 @@ class SysfsProbe(EnergyProbe):
     """
 
     Settings = SysfsSettings
-    folder: str
+    folder: str = ""  # the meter's folder, when it has one
 
     def __init__(self, device, transport):
         super().__init__(device, transport)
         self.base = self.path(self.folder)
         self.discover()
 
-    @abstractmethod
     def discover(self) -> None:
-        """Find the meter's files under ``self.base``; raise naming what is missing."""
+        """Find the meter's files under ``self.base``; raise naming what is missing. A meter whose files its
+        settings name needs no search: it fails at its first read instead."""
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.settings.root, *parts)

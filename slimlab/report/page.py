@@ -20,9 +20,13 @@ TRADEOFFS = ("Accuracy vs median latency, accuracy vs size on disk, and the payl
 FRONT_OPEN = 12
 FAILED = ["recipe", "format", "device", "option_set", "threads", "status", "steps", "error"]
 # The page's table of every measurement; summary.csv and summary.parquet hold every column.
-MEASUREMENTS = ["recipe", "format", "device", "option_set", "threads", "status", "steps", "size_bytes", "gzip_bytes",
-                "macs", "accuracy", "parity_agreement", "latency_median_ms", "latency_p90_ms", "latency_cv",
-                "speedup_vs_baseline", "mac_ratio", "peak_rss_kib", "energy_j_per_inference", "flags", "error"]
+MEASUREMENTS = ["recipe", "format", "device", "emulated", "option_set", "threads", "status", "steps", "size_bytes",
+                "gzip_bytes", "macs", "accuracy", "parity_agreement", "device_accuracy", "device_agreement",
+                "latency_median_ms", "latency_p90_ms", "latency_cv", "speedup_vs_baseline", "mac_ratio", "peak_rss_kib",
+                "energy_j_per_inference", "flags", "error"]
+# A device's own run of the test samples against the host's run of the same file.
+DEVICE_EVAL = ["recipe", "format", "device", "emulated", "option_set", "threads", "accuracy", "device_accuracy",
+               "device_agreement", "device_max_abs_diff_rel", "device_parity_failed"]
 STEPS = ["recipe", "step", "format", "size_bytes", "size_ratio", "gzip_ratio", "accuracy", "accuracy_delta_pt",
          "latency_ratio", "latency_settings"]
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1600px}
@@ -83,6 +87,23 @@ def energy_section(measured: pd.DataFrame, table: pd.DataFrame, style: dict) -> 
                   "measured it.", "energy")
 
 
+def device_eval_section(table: pd.DataFrame) -> str:
+    evaluated = table.dropna(subset=["device_accuracy"])
+    emulated = sorted(table.dropna(subset=["emulated"])["device"].unique())
+    note = (f'<p class="note">Emulated: {html.escape(", ".join(emulated))}. These devices show what ran and with what '
+            "output; their latencies stay in the tables but are never plotted, ranked in the fastest settings, or "
+            "compared with a baseline.</p>") if emulated else ""
+    if evaluated.empty:
+        return note + '<p class="note">No record carries a device\'s own evaluation (<code>python: {evaluate: N}' \
+                      '</code> in a device\'s entry turns it on).</p>'
+    failed = int(evaluated["device_parity_failed"].astype(bool).sum())
+    return note + f'''<p class="note">Each device ran the first test samples through the deployed file and compared
+its logits with the host's run of the same file: accuracy, top-1 agreement, and the largest logit difference relative
+to the host's logit range. {failed} row(s) miss the parity bar (<code>device_parity_failed</code>: agreement, or
+accuracy against the host's on the same samples, below the conversion parity bound).</p>
+{html_table(evaluated[DEVICE_EVAL], "device-eval-table")}'''
+
+
 def render(table: pd.DataFrame, measured: pd.DataFrame, best: pd.DataFrame, deltas: pd.DataFrame,
            reference: str) -> str:
     """The page; ``measured`` is :func:`plots.points` of ``table``."""
@@ -94,7 +115,8 @@ def render(table: pd.DataFrame, measured: pd.DataFrame, best: pd.DataFrame, delt
     steps = deltas.dropna(subset=["size_ratio"])
     nav = "".join(f'<a href="#{target}">{html.escape(text)}</a>' for target, text in [
         *((f"device-{d}", d) for d in devices), ("latency", "latency per format"), ("energy", "energy"),
-        ("steps", "what each step bought"), ("fastest", "fastest setting"), ("failures", "failures"),
+        ("steps", "what each step bought"), ("device-eval", "accuracy on the devices"), ("fastest", "fastest setting"),
+        ("failures", "failures"),
         ("all", "every measurement")])
     latency = figure(plots.dot_plot(measured, "latency_median_ms", "median latency (ms, log)", style, "latency"),
                      "Each recipe's median latency per format and option set, at its fastest thread count (hover "
@@ -119,6 +141,7 @@ The plots show each setting at its fastest thread count. Hover any point or bar 
 <section id="steps"><h2>What each step bought</h2>{chart}
 <details><summary>As a table (first steps included)</summary>{html_table(deltas[STEPS], "steps-table")}</details>
 </section>
+<section id="device-eval"><h2>Accuracy on the devices</h2>{device_eval_section(table)}</section>
 <section id="fastest"><h2>Fastest setting per artifact and device</h2>
 <p class="note">For each recipe, format and device: the option set and thread count with the lowest median latency, and
 its speed-up over the fastest thread count with the <code>default</code> options.</p>

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.font_manager import FontProperties
 
 from slimlab.option_sets import DEFAULT
-from slimlab.report.tables import pareto_front
+from slimlab.report.tables import device_figures, pareto_front
 
 SVG_NS, XLINK_NS = "http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"
 ET.register_namespace("", SVG_NS)
@@ -85,8 +85,8 @@ def tooltip(row) -> str:
 def points(rows: pd.DataFrame) -> pd.DataFrame:
     """What the plots show: per recipe, format, device and option set, its fastest thread count (the slower ones have
     the same accuracy and size, so they never reach a front), with accuracy in %, memory in MiB, a name and a
-    tooltip."""
-    measured = rows[rows["status"] == "ok"].dropna(subset=["latency_median_ms"])
+    tooltip. Emulated devices are left out: their latency is not a device's."""
+    measured = device_figures(rows)
     fastest = measured.loc[measured.groupby(["recipe", "format", "device", "option_set"])["latency_median_ms"].idxmin()]
     return fastest.assign(accuracy_pct=100 * fastest["accuracy"], peak_rss_mib=fastest["peak_rss_kib"] / 1024,
                           name=[name(row) for row in fastest.itertuples()],

@@ -5,6 +5,11 @@ count. A deployable that could not be built keeps one row whose ``status`` says 
 (``unsupported``, ``convert_failed``, ``stage_failed``); a record that is missing
 keeps its failure note's reason (``bench_failed``), or says it is missing
 (``bench_missing``).
+
+A record from an emulated device (``emulated``: the core it emulates) keeps its latency
+columns, but never enters a speed-up, ``fastest`` or the plots: it shows what ran and
+with what output. ``device_*`` columns hold a device's own run of the test samples
+(``python: {evaluate: N}``), ``device_parity_failed`` when it misses the parity bar.
 """
 
 import json
@@ -17,7 +22,8 @@ import pandas as pd
 from slimlab.artifacts import SIDECAR, read_sidecar
 from slimlab.errors import ArtifactError
 from slimlab.option_sets import DEFAULT
-from slimlab.records import BenchFailure, BenchRecord, Sidecar, Step, failure_note_path, load
+from slimlab.records import (BenchFailure, BenchRecord, DeviceEval, Emulation, Sidecar, Step, failure_note_path,
+                             load)
 
 ReadSidecar = Callable[[str | Path], Sidecar]
 
@@ -36,7 +42,10 @@ COLUMNS = {
     "zero_fraction": "float64", "macs": "float64",
     "accuracy": "float64", "accuracy_val": "float64", "parity_agreement": "float64",
     "parity_max_abs_diff_rel": "float64", "parity_failed": "object",
-    "runtime": "str", "latency_median_ms": "float64", "speedup_vs_baseline": "float64", "mac_ratio": "float64",
+    "device_accuracy": "float64", "device_agreement": "float64", "device_max_abs_diff_rel": "float64",
+    "device_parity_failed": "object",
+    "runtime": "str", "emulated": "str", "latency_median_ms": "float64", "speedup_vs_baseline": "float64",
+    "mac_ratio": "float64",
     "latency_p90_ms": "float64", "latency_mean_ms": "float64", "latency_std_ms": "float64", "latency_cv": "float64",
     "latency_min_ms": "float64", "runs": "float64", "init_ms": "float64",
     "options": "str", "options_honoured": "str",
@@ -102,14 +111,27 @@ def artifact_columns(info: Sidecar, folder: str) -> dict:
     }
 
 
+def emulated_text(emulated: Emulation | None) -> str | None:
+    """What the ``emulated`` column says: the core an emulated device emulates (or ``yes``); empty for a device."""
+    return None if emulated is None else emulated.qemu_cpu or "yes"
+
+
+def device_eval_columns(found: DeviceEval | None) -> dict:
+    if found is None:
+        return {}
+    return {"device_accuracy": found.accuracy, "device_agreement": found.agreement,
+            "device_max_abs_diff_rel": found.max_abs_diff_rel, "device_parity_failed": not found.passed}
+
+
 def record_columns(record: BenchRecord) -> dict:
     on_device = {"device": record.device, "option_set": record.option_set, "threads": record.threads,
-                 "status": record.status}
+                 "status": record.status, "emulated": emulated_text(record.emulated)}
     if record.status != "ok":  # e.g. a device that could not run it: keep the reason
         return {**on_device, "error": record.error}
     latency, energy, memory = record.latency, record.energy, record.memory or {}
     return {
         **on_device,
+        **device_eval_columns(record.device_eval),
         "runtime": record.runtime,
         "latency_median_ms": latency.median_ms,
         "latency_p90_ms": latency.p90_ms,
@@ -138,7 +160,8 @@ def missing_record_columns(path: Path) -> dict:
     if note.is_file():
         failure = load(BenchFailure, note, "bench failure note")
         return {"device": failure.device, "option_set": failure.option_set, "threads": failure.threads,
-                "status": "bench_failed", "error": f"{failure.tag}: {failure.reason}"}
+                "emulated": emulated_text(failure.emulated), "status": "bench_failed",
+                "error": f"{failure.tag}: {failure.reason}"}
     return {"status": "bench_missing", "error": f"{path}: no record and no failure note"}
 
 
@@ -164,10 +187,17 @@ def rows(deployables: list[dict], reference: str = REFERENCE, read: ReadSidecar 
     return compare_with_reference(pd.DataFrame(out).reindex(columns=list(COLUMNS)).astype(COLUMNS), reference)
 
 
+def device_figures(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose latency is a device's: measured, and not on an emulator (an emulated device's rows keep their
+    latency columns, but never enter a speed-up, fastest.csv, a plot or a Pareto front)."""
+    on_devices = table["emulated"].isna() if "emulated" in table else True
+    return table[(table["status"] == "ok") & on_devices].dropna(subset=["latency_median_ms"])
+
+
 def compare_with_reference(table: pd.DataFrame, reference: str) -> pd.DataFrame:
     """``speedup_vs_baseline`` and ``mac_ratio`` against the ``reference`` recipe in the same setting; rows whose
     speed-up is below SPEEDUP_BELOW_MACS × their MAC ratio get the ``speedup_below_macs`` flag."""
-    measured = table[(table["recipe"] == reference) & (table["status"] == "ok")]
+    measured = device_figures(table[table["recipe"] == reference])
     ref = measured.drop_duplicates(SETTING).set_index(SETTING)[["latency_median_ms", "macs"]]
     matched = table.join(ref, on=SETTING, rsuffix="_reference")
     table["speedup_vs_baseline"] = matched["latency_median_ms_reference"] / table["latency_median_ms"]
@@ -193,7 +223,7 @@ def fastest(table: pd.DataFrame) -> pd.DataFrame:
     """
     if "latency_median_ms" not in table:  # nothing was measured
         return pd.DataFrame(columns=FASTEST_COLUMNS)
-    measured = table.dropna(subset=["latency_median_ms"])
+    measured = device_figures(table)
     best = measured.loc[measured.groupby(FASTEST_KEY)["latency_median_ms"].idxmin()]
     default = measured[measured["option_set"] == DEFAULT].groupby(FASTEST_KEY)["latency_median_ms"].min()
     best = best.join(default.rename("default_median_ms"), on=FASTEST_KEY)
@@ -217,7 +247,7 @@ def step_deltas(table: pd.DataFrame, read: ReadSidecar = read_sidecar) -> pd.Dat
     Recipes that share a prefix share its artifacts, so each step is listed once, under the first recipe whose
     chain has it. The first step of a chain has no delta.
     """
-    measured = table[table["status"] == "ok"].dropna(subset=["latency_median_ms"])
+    measured = device_figures(table)
     latency = measured.drop_duplicates(["artifact", "device", "option_set", "threads"]).set_index(
         ["artifact", "device", "option_set", "threads"])["latency_median_ms"]
     timed = {folder: group.droplevel(0) for folder, group in latency.groupby(level=0)}

@@ -89,8 +89,8 @@ def run(lab):
 
 def test_every_record_ran_on_the_boards_emulated_core(run, lab):
     # fp32 and int8 TFLite, ncnn (twice: default and fp32 options) and MNN, on each board.
-    assert sorted(key[:3] for key in run) == sorted((device, fmt, option_set) for device in CPUS for fmt, option_set in [
-        ("tflite", "default"), ("tflite", "default"), ("ncnn", "default"), ("ncnn", "ncnn-fp32"), ("mnn", "default")])
+    each = [("tflite", "default"), ("tflite", "default"), ("ncnn", "default"), ("ncnn", "ncnn-fp32"), ("mnn", "default")]
+    assert sorted(key[:3] for key in run) == sorted((device, *setting) for device in CPUS for setting in each)
     for (device, *_), record in run.items():
         assert record.status == "ok" and record.transport == "ssh"
         assert record.raw["machine"] == "aarch64" and record.context["cpu"]["machine"] == "aarch64"
@@ -101,10 +101,11 @@ def test_every_record_ran_on_the_boards_emulated_core(run, lab):
 
 def test_the_boards_agree_with_the_host_or_say_why_not(run):
     rows = []
-    for (device, fmt, option_set, _), record in sorted(run.items()):
-        found = record.device_eval
-        rows.append(f"{CPUS[device]:12} {fmt:6} {option_set:9} accuracy {found.host_accuracy:.4f} host, "
-                    f"{found.accuracy:.4f} board; agreement {found.agreement:.4f}; max |diff| {found.max_abs_diff_rel:.2e}")
+    for (device, fmt, option_set, artifact), record in sorted(run.items()):
+        found, step = record.device_eval, artifact.rsplit("/", 1)[-1].split("@")[0]  # convert.tflite, quantize.int8
+        rows.append(f"{CPUS[device]:12} {step:14} {option_set:9} accuracy {found.host_accuracy:.4f} host, "
+                    f"{found.accuracy:.4f} board; agreement {found.agreement:.4f}; "
+                    f"max |diff| {found.max_abs_diff_rel:.2e}")
         assert found.passed, rows[-1]  # accuracy and agreement within the parity bar of the host's
     print("\n".join(rows))
     for device, cpu in CPUS.items():

@@ -172,6 +172,28 @@ def test_an_oserror_while_uploading_fails_the_job_with_a_note(tiny_artifacts, tm
     assert not out.exists()
 
 
+@pytest.mark.parametrize("result_line, expected", [
+    ("slimlab-result: {\"latencies_ms\": [1.0", "payload printed a result line that is not JSON"),
+    ("slimlab-result: [1, 2]", "payload printed a result line that is not a JSON object"),
+    ("slimlab-result: {\"latencies_ms\": [1.0, 2.0]}", "runner 'python' returned a malformed result (KeyError"),
+    ("slimlab-result: {\"latencies_ms\": [1.0], \"runtime\": {}, \"memory\": \"lots\"}",
+     "runner 'python' returned a malformed result (ValidationError"),
+])
+def test_a_malformed_result_fails_the_job_with_a_note(tiny_artifacts, tmp_path, result_line, expected):
+    # Old: json.loads of the result line and the record's construction ran outside bench.run's handling: a
+    # traceback and no failure note (a device whose Python or payload prints something else).
+    interpreter = tmp_path / "python"
+    interpreter.write_text(f"#!/bin/sh\necho '{result_line}'\n")
+    interpreter.chmod(0o755)
+    device = local_device(tmp_path / "device", python={"interpreter": str(interpreter)})
+    out = tmp_path / "record" / "threads-1.json"
+    with pytest.raises(BenchFailed, match=r"\(tool_error\)"):
+        bench.run(device, tiny_artifacts["fp32"].sidecar, 1, bench_block(), out, locks=tmp_path / "locks")
+    note = load(BenchFailure, failure_note_path(out), "bench failure note")
+    assert note.tag == "tool_error" and expected in note.reason and "\n" not in note.reason
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("unsafe", UNSAFE_WORKDIRS)
 def test_an_unsafe_local_workdir_is_refused(tmp_path, unsafe):
     # Old: any workdir was used as it was: others could swap the payload that this host then runs.

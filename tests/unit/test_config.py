@@ -144,7 +144,7 @@ def test_cli_validate_prints_one_line(tmp_path):
 
 @pytest.mark.parametrize("model_params, expected", [
     ({"conv": "sepparable"}, "model_params.conv of model 'cnn': Input should be 'standard', 'separable' or 'factorized'"),
-    ({"width": 0}, "model_params.width of model 'cnn': Input should be greater than 0"),
+    ({"width": 0}, "model_params.width of model 'cnn': Input should be greater than or equal to 1"),
 ])
 def test_model_params_are_type_checked_at_config_load(model_params, expected):
     with pytest.raises(ConfigError) as err:

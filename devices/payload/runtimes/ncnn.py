@@ -35,5 +35,14 @@ class Adapter(Runtime):
             extractor.input(self.input_name, self.mat)
             extractor.extract(self.output_name)
 
+    def predict(self, sample):
+        # pnnx graphs are channel-first: NHWC -> NCHW here, once.
+        x = self.np.ascontiguousarray(sample.transpose(2, 0, 1) if sample.ndim == 3 else sample, self.np.float32)
+        with self.net.create_extractor() as extractor:
+            # A batch-of-one Mat, cloned, as pnnx's own <name>_ncnn.py does; ncnn.Mat(x) gave garbage.
+            extractor.input(self.input_name, self.lib.Mat(x[None], batch_index=0).clone())
+            _, y = extractor.extract(self.output_name)
+            return self.np.array(y.numpy(batch_index=0)).reshape(-1)
+
     def applied(self):
         return {name: getattr(self.net.opt, name) for name in ("num_threads", *FLAGS)}

@@ -22,6 +22,10 @@ class Adapter(Runtime):
     def invoke(self):
         self.session.run(None, self.feeds)
 
+    def predict(self, sample):
+        feed = self.session.get_inputs()[0]
+        return self.session.run(None, {feed.name: sample[None].astype(self.np.float32)})[0][0]
+
     def applied(self):
         return {"num_threads": self.session_options.intra_op_num_threads,
                 "inter_op_num_threads": self.session_options.inter_op_num_threads}

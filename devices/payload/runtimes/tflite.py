@@ -5,6 +5,22 @@ import importlib
 from slimlab_payload.runtime import PayloadError, Runtime, random_input
 
 
+def to_tensor_dtype(np, x, detail):
+    """Quantise a float batch as the tensor asks (scale and zero point), else cast."""
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.integer) and scale:
+        info = np.iinfo(detail["dtype"])
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+    return x.astype(detail["dtype"])
+
+
+def from_tensor_dtype(np, y, detail):
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.integer) and scale:
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
 class Adapter(Runtime):
     def __init__(self, np):
         super().__init__(np)
@@ -26,6 +42,7 @@ class Adapter(Runtime):
         self.interpreter = self.lib.Interpreter(model_path=files[0], num_threads=threads,
                                                    experimental_op_resolver_type=kind)
         self.interpreter.allocate_tensors()
+        self.io = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
 
     def feed(self, rng, input_shape):
         for detail in self.interpreter.get_input_details():
@@ -33,6 +50,12 @@ class Adapter(Runtime):
 
     def invoke(self):
         self.interpreter.invoke()
+
+    def predict(self, sample):
+        inp, out = self.io
+        self.interpreter.set_tensor(inp["index"], to_tensor_dtype(self.np, sample[None], inp))
+        self.interpreter.invoke()
+        return from_tensor_dtype(self.np, self.interpreter.get_tensor(out["index"])[0], out)
 
     def applied(self):
         return {"xnnpack": self.xnnpack}

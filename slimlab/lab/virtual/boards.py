@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import os
 import pwd
 import re
@@ -26,7 +25,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +33,11 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from slimlab.lab.virtual.netns import Link, add_link, command, kill, lab_lock, remove_link
+
 SSHD = "/usr/sbin/sshd"  # sshd refuses to run unless started by absolute path
 NETNS_PREFIX = "slimlab-b"
 _NETNS_RE = re.compile(rf"^{NETNS_PREFIX}(\d+)-(\d+)$")
-_LOCK = Path("/run/slimlab-lab.lock")
-# Worse than the kernel's connected route (metric 0), so it only applies while
-# that route is gone: a board's /30 must never fall through to the default gateway.
-_BLACKHOLE_METRIC = "4213"
 _START_TIMEOUT = 10.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -57,13 +54,6 @@ class LabMode:
     reason: str  # why this mode (and not a better one) was chosen
 
 
-def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{argv} exited {result.returncode}: {result.stderr.strip()}")
-    return result
-
-
 def detect_mode() -> LabMode:
     if not os.access(SSHD, os.X_OK):
         return LabMode(None, f"{SSHD} not installed (apt-get install openssh-server)")
@@ -74,10 +64,10 @@ def detect_mode() -> LabMode:
     if shutil.which("ip") is None:
         return LabMode("loopback", "iproute2 `ip` not installed: no network namespaces")
     probe = f"slimlab-probe-{os.getpid()}"
-    added = _run(["ip", "netns", "add", probe], check=False)
+    added = command(["ip", "netns", "add", probe], check=False)
     if added.returncode != 0:
         return LabMode("loopback", f"`ip netns add` failed: {added.stderr.strip()}")
-    _run(["ip", "netns", "del", probe])
+    command(["ip", "netns", "del", probe])
     return LabMode("netns", "root with ip netns")
 
 
@@ -116,48 +106,16 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _kill(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _netns_pids(netns: str) -> list[int]:
-    out = _run(["ip", "netns", "pids", netns], check=False).stdout
-    return [int(p) for p in out.split()]
-
-
-def _remove_netns(netns: str, octet: int) -> None:
-    """Kill everything in netns and delete it with its veth and safety route."""
-    _kill(_netns_pids(netns))
-    _run(["ip", "link", "del", f"sl{octet}h"], check=False)
-    _run(["ip", "route", "del", "blackhole", f"10.213.{octet}.0/30", "metric", _BLACKHOLE_METRIC], check=False)
-    _run(["ip", "netns", "del", netns], check=False)
-
-
 def sweep_stale_netns() -> list[str]:
     """Delete slimlab-b<octet>-<pid> namespaces whose creating process is dead."""
     removed = []
-    for line in _run(["ip", "netns", "list"]).stdout.splitlines():
+    for line in command(["ip", "netns", "list"]).stdout.splitlines():
         name = line.partition(" ")[0]  # lines read "name (id: N)"
         match = _NETNS_RE.match(name)
         if match and not _pid_alive(int(match.group(2))):
-            _remove_netns(name, int(match.group(1)))
+            remove_link(Link(name, int(match.group(1))))
             removed.append(name)
     return removed
-
-
-def _free_octet() -> int:
-    """A third octet whose 10.213.X.0/30 and sl<X>h veth nobody uses yet."""
-    routes = _run(["ip", "-4", "route", "show", "table", "all"]).stdout
-    links = _run(["ip", "-o", "link", "show"]).stdout
-    for octet in range(256):
-        if (
-            f"10.213.{octet}." not in routes
-            and not re.search(rf"^\d+: sl{octet}h[@:]", links, re.M)
-        ):
-            return octet
-    raise RuntimeError("no free 10.213.X.0/30 subnet left")
 
 
 def _free_port() -> int:
@@ -186,6 +144,87 @@ def _new_ed25519(path: Path, comment: str) -> str:
     return f"{public.decode()} {comment}"
 
 
+@dataclass(frozen=True)
+class SshKeys:
+    """A board's key files: its host key, the client key that logs in, and the client's known_hosts."""
+
+    host_key: Path
+    client_key: Path
+    authorized_keys: Path
+    known_hosts: Path
+
+    def write(self, name: str, address: str, port: int) -> None:
+        """Fresh host and client keys; known_hosts names the host key the ways clients look it up."""
+        self.authorized_keys.write_text(_new_ed25519(self.client_key, f"slimlab-client@{name}") + "\n")
+        host_pub = _new_ed25519(self.host_key, f"slimlab-host@{name}").rsplit(" ", 1)[0]
+        names = [f"[{address}]:{port}"]
+        if port == 22:  # clients look port-22 hosts up by the bare address
+            names.append(address)
+        self.known_hosts.write_text("".join(f"{n} {host_pub}\n" for n in names))
+
+
+def sshd_config(address: str, port: int, host_key: str, authorized_keys: str, pid_file: str,
+                extra: tuple[str, ...] = ()) -> str:
+    """A key-only sshd config; paths as sshd sees them."""
+    return "\n".join([
+        f"ListenAddress {address}:{port}",
+        f'HostKey "{host_key}"',
+        f'AuthorizedKeysFile "{authorized_keys}"',
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",  # keys live in the board's own folder, not ~/.ssh
+        f'PidFile "{pid_file}"',
+        "Subsystem sftp internal-sftp",  # no dependence on sftp-server's path
+        "PrintMotd no",
+        *extra,
+        "",
+    ])
+
+
+def wait_listening(name: str, address: str, port: int, timeout: float, running: Callable[[], bool],
+                   log: Path) -> None:
+    """Until sshd accepts connections at address:port; its log goes into the error if it dies or never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not running():
+            raise RuntimeError(f"{name}: sshd is not running:\n{log.read_text()}")
+        try:
+            socket.create_connection((address, port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: {address}:{port} unreachable after {timeout}s:\n"
+                                   f"{log.read_text()}") from None
+            time.sleep(0.05)
+
+
+def connect(address: str, port: int, user: str, keys: SshKeys, timeout: float,
+            known_hosts: Path | None = None) -> paramiko.SSHClient:
+    """A paramiko client logged in with the board's key, checking its host key."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.load_host_keys(str(known_hosts or keys.known_hosts))
+    try:
+        client.connect(
+            address, port=port, username=user,
+            key_filename=str(keys.client_key), look_for_keys=False, allow_agent=False,
+            timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
+        )
+    except Exception:
+        client.close()
+        raise
+    return client
+
+
+def run_command(client: paramiko.SSHClient, command: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run command over an open connection; stdout/stderr decoded as text."""
+    _, stdout, stderr = client.exec_command(command, timeout=timeout)
+    out, err = stdout.read().decode(), stderr.read().decode()
+    return subprocess.CompletedProcess(command, stdout.channel.recv_exit_status(), out, err)
+
+
 class Board:
     """One sshd reachable at (address, port) with its own keys and known_hosts."""
 
@@ -199,42 +238,19 @@ class Board:
         self.client_address = client_address  # where the board sees our connections come from
         self.netns = netns
         self.user = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-        self.client_key = workdir / "id_ed25519"
-        self.authorized_keys = workdir / "authorized_keys"
-        self.host_key = workdir / "ssh_host_ed25519_key"
-        self.known_hosts = workdir / "known_hosts"
+        self.keys = SshKeys(workdir / "ssh_host_ed25519_key", workdir / "id_ed25519", workdir / "authorized_keys",
+                            workdir / "known_hosts")
+        self.client_key, self.known_hosts = self.keys.client_key, self.keys.known_hosts
         self.sshd_config = workdir / "sshd_config"
         self.sshd_log = workdir / "sshd.log"
         self._sshd: subprocess.Popen | None = None
-        self._write_files()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.keys.write(name, address, port)
+        self.sshd_config.write_text(sshd_config(address, port, str(self.keys.host_key), str(self.keys.authorized_keys),
+                                                str(workdir / "sshd.pid")))
 
     def __repr__(self) -> str:
         return f"Board({self.name!r}, {self.address}:{self.port}, mode={self.mode.name})"
-
-    def _write_files(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.authorized_keys.write_text(_new_ed25519(self.client_key, f"slimlab-client@{self.name}") + "\n")
-        host_pub = _new_ed25519(self.host_key, f"slimlab-host@{self.name}").rsplit(" ", 1)[0]
-        names = [f"[{self.address}]:{self.port}"]
-        if self.port == 22:  # clients look port-22 hosts up by the bare address
-            names.append(self.address)
-        self.known_hosts.write_text("".join(f"{n} {host_pub}\n" for n in names))
-        self.sshd_config.write_text(
-            "\n".join([
-                f"ListenAddress {self.address}:{self.port}",
-                f'HostKey "{self.host_key}"',
-                f'AuthorizedKeysFile "{self.authorized_keys}"',
-                "PermitRootLogin prohibit-password",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "StrictModes no",  # keys live in the board's own folder, not ~/.ssh
-                f'PidFile "{self.workdir / "sshd.pid"}"',
-                "Subsystem sftp internal-sftp",  # no dependence on sftp-server's path
-                "PrintMotd no",
-                "",
-            ])
-        )
 
     def ssh_config_entry(self) -> dict:
         return {
@@ -264,25 +280,13 @@ class Board:
         """Kill sshd and its sessions, like pulling the board's power."""
         if self._sshd is None:
             return
-        _kill([self._sshd.pid, *_descendants(self._sshd.pid)])
+        kill([self._sshd.pid, *_descendants(self._sshd.pid)])
         self._sshd.wait(timeout=5)
         self._sshd = None
 
     def wait_reachable(self, timeout: float = _START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._sshd is None or self._sshd.poll() is not None:
-                raise RuntimeError(f"{self.name}: sshd is not running:\n{self.sshd_log.read_text()}")
-            try:
-                socket.create_connection((self.address, self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{self.name}: {self.address}:{self.port} unreachable after {timeout}s:\n"
-                        f"{self.sshd_log.read_text()}"
-                    ) from None
-                time.sleep(0.05)
+        wait_listening(self.name, self.address, self.port, timeout,
+                       lambda: self._sshd is not None and self._sshd.poll() is None, self.sshd_log)
 
     # --- network ----------------------------------------------------------
 
@@ -291,13 +295,13 @@ class Board:
         if self.netns:
             # Down the board's end: the host keeps its route (now "linkdown"),
             # so packets are silently dropped rather than refused.
-            _run(["ip", "-n", self.netns, "link", "set", "eth0", "down"])
+            command(["ip", "-n", self.netns, "link", "set", "eth0", "down"])
         else:
             self.kill_sshd()
 
     def restore(self) -> None:
         if self.netns:
-            _run(["ip", "-n", self.netns, "link", "set", "eth0", "up"])
+            command(["ip", "-n", self.netns, "link", "set", "eth0", "up"])
             self.wait_reachable()
         else:
             self.start_sshd()
@@ -305,56 +309,18 @@ class Board:
     # --- SSH client -------------------------------------------------------
 
     def connect(self, timeout: float = 3.0, known_hosts: Path | None = None) -> paramiko.SSHClient:
-        """A paramiko client logged in with the board's key, checking its host key."""
-        client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.load_host_keys(str(known_hosts or self.known_hosts))
-        try:
-            client.connect(
-                self.address, port=self.port, username=self.user,
-                key_filename=str(self.client_key), look_for_keys=False, allow_agent=False,
-                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
-            )
-        except Exception:
-            client.close()
-            raise
-        return client
+        return connect(self.address, self.port, self.user, self.keys, timeout, known_hosts)
 
     def run(self, command: str, timeout: float = 10.0) -> subprocess.CompletedProcess:
         """Run command on the board over SSH; stdout/stderr decoded as text."""
         with self.connect() as client:
-            _, stdout, stderr = client.exec_command(command, timeout=timeout)
-            out, err = stdout.read().decode(), stderr.read().decode()
-            return subprocess.CompletedProcess(command, stdout.channel.recv_exit_status(), out, err)
-
-
-@contextlib.contextmanager
-def _lab_lock() -> Iterator[None]:
-    """Serialise subnet allocation and sweeping between concurrent runs."""
-    with open(_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+            return run_command(client, command, timeout)
 
 
 def _add_netns_board(name: str, workdir: Path, mode: LabMode, stack: contextlib.ExitStack) -> Board:
-    octet = _free_octet()  # the previous board's route and veth already mark its octet as used
-    netns = f"{NETNS_PREFIX}{octet}-{os.getpid()}"
-    host_if, host_ip, board_ip = f"sl{octet}h", f"10.213.{octet}.1", f"10.213.{octet}.2"
-    _run(["ip", "netns", "add", netns])
-    stack.callback(_remove_netns, netns, octet)
-    for argv in (
-        # The board end is created inside the namespace, so deleting either end
-        # (or the namespace) removes the pair.
-        ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", netns],
-        ["ip", "route", "add", "blackhole", f"10.213.{octet}.0/30", "metric", _BLACKHOLE_METRIC],
-        ["ip", "addr", "add", f"{host_ip}/30", "dev", host_if],
-        ["ip", "link", "set", host_if, "up"],
-        ["ip", "-n", netns, "addr", "add", f"{board_ip}/30", "dev", "eth0"],
-        ["ip", "-n", netns, "link", "set", "lo", "up"],
-        ["ip", "-n", netns, "link", "set", "eth0", "up"],
-    ):
-        _run(argv)
-    return Board(name, workdir, mode, board_ip, 22, host_ip, netns=netns)
+    link = add_link(lambda octet: f"{NETNS_PREFIX}{octet}-{os.getpid()}")
+    stack.callback(remove_link, link)
+    return Board(name, workdir, mode, link.board_ip, 22, link.host_ip, netns=link.netns)
 
 
 @contextlib.contextmanager
@@ -366,7 +332,7 @@ def boards(n: int, tmp_path: Path, mode: LabMode | None = None) -> Iterator[list
     with contextlib.ExitStack() as stack:
         made: list[Board] = []
         if mode.name == "netns":
-            with _lab_lock():
+            with lab_lock():
                 sweep_stale_netns()
                 for i in range(n):
                     made.append(_add_netns_board(f"board{i}", tmp_path / f"board{i}", mode, stack))
