@@ -11,8 +11,9 @@ If the job is killed, the child notices the closed connection and dies with it.
 
 The zygote starts on first use, detached, and exits after ``IDLE_S`` seconds
 without a request. Its socket is named after the Python that runs it, so a new
-environment (or PYTHONPATH) gets a new zygote. ``SLIMLAB_ZYGOTE=0`` turns it off; if it cannot be
-reached, the step runs in the job's own process, as without it.
+environment (or PYTHONPATH) gets a new zygote. ``SLIMLAB_ZYGOTE=0`` turns it off, and so does a
+Slurm job (:func:`enabled`); if it cannot be reached, the step runs in the job's own process, as
+without it.
 """
 
 import array
@@ -35,7 +36,11 @@ _HEADER_MAX = 1 << 20
 
 
 def enabled() -> bool:
-    return os.environ.get("SLIMLAB_ZYGOTE", "1") != "0" and "SLIMLAB_IN_ZYGOTE" not in os.environ
+    """On, unless ``SLIMLAB_ZYGOTE=0``; off by default in a Slurm job. There a zygote would belong to the
+    job that started it: Slurm kills it (and the steps of other jobs it runs) when that job ends, and its
+    children would compute outside their own jobs' allocations. ``SLIMLAB_ZYGOTE=1`` overrides that."""
+    default = "0" if "SLURM_JOB_ID" in os.environ else "1"
+    return os.environ.get("SLIMLAB_ZYGOTE", default) != "0" and "SLIMLAB_IN_ZYGOTE" not in os.environ
 
 
 # What decides where a child finds its modules: jobs that differ in these get different zygotes.

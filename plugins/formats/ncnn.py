@@ -80,7 +80,65 @@ def channel_first_input(onnx_bytes: bytes) -> tuple[bytes, list[int]]:
     graph.node.insert(0, helper.make_node("Transpose", ["in0"], [original.name], perm=[0, 2, 3, 1]))
     graph.input.remove(original)
     graph.input.insert(0, nchw)
+    fold_paddings(graph)
     return model.SerializeToString(), shape
+
+
+def fold_paddings(graph) -> None:
+    """Fold each zero-valued Pad that feeds a Conv into the Conv's own padding.
+
+    Keras' ZeroPadding2D (MobileNetV2 before every stride-2 convolution) reaches ONNX as a Pad,
+    in NCHW or in NHWC between two Transposes, and pnnx writes it as a layer ncnn does not
+    have (``layer Pad not exists``). A Pad that feeds anything else is left for pnnx.
+    """
+    from onnx import helper, numpy_helper
+
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+
+    def sole_consumer(node, op_type: str, perm: list[int] | None = None):
+        found = consumers.get(node.output[0], [])
+        if len(found) != 1 or found[0].op_type != op_type:
+            return None
+        return found[0] if perm is None or list(helper.get_attribute_value(found[0].attribute[0])) == perm else None
+
+    for pad in [node for node in graph.node if node.op_type == "Pad"]:
+        mode = next((helper.get_attribute_value(a) for a in pad.attribute if a.name == "mode"), b"constant")
+        value = constants.get(pad.input[2], 1) if len(pad.input) > 2 and pad.input[2] else 0
+        if mode != b"constant" or pad.input[1] not in constants or value != 0:
+            continue
+        before = producer.get(pad.input[0])
+        after = sole_consumer(pad, "Transpose", [0, 3, 1, 2])
+        nhwc = (before is not None and before.op_type == "Transpose" and after is not None
+                and list(helper.get_attribute_value(before.attribute[0])) == [0, 2, 3, 1])
+        conv = sole_consumer(after if nhwc else pad, "Conv")
+        if conv is None:
+            continue
+        attrs = {a.name: a for a in conv.attribute}
+        if "auto_pad" in attrs and helper.get_attribute_value(attrs["auto_pad"]) not in (b"NOTSET", b"VALID"):
+            continue
+        pads = constants[pad.input[1]].tolist()
+        layout = [0, 2, 3, 1] if nhwc else list(range(len(pads) // 2))  # the Pad's dims as NCHW dims
+        begin = {dim: pads[i] for i, dim in enumerate(layout)}
+        end = {dim: pads[len(layout) + i] for i, dim in enumerate(layout)}
+        if len(layout) != 4 or begin[0] or begin[1] or end[0] or end[1]:
+            continue  # not a 2-D image's spatial padding
+        old = list(helper.get_attribute_value(attrs["pads"])) if "pads" in attrs else [0, 0, 0, 0]
+        for name in ("pads", "auto_pad"):
+            if name in attrs:
+                conv.attribute.remove(attrs[name])
+        conv.attribute.append(helper.make_attribute(
+            "pads", [old[0] + begin[2], old[1] + begin[3], old[2] + end[2], old[3] + end[3]]))
+        conv.input[0] = before.input[0] if nhwc else pad.input[0]
+        graph.node.remove(pad)
+        if nhwc:
+            graph.node.remove(after)
+            if consumers[before.output[0]] == [pad]:
+                graph.node.remove(before)
 
 
 def convert_ncnn(artifact, params: ConvertParams, ctx) -> NcnnModel:

@@ -1,6 +1,7 @@
 """convert.onnx / convert.ncnn / convert.mnn: accuracy in each runtime, parity, layout, failures."""
 
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -113,6 +114,31 @@ def test_non_square_rgb_input_is_not_transposed(stage):
     parity = recorded["parity"]
     assert parity["max_abs_diff_rel"] <= 1e-3, parity
     assert parity["agreement"] >= 0.995
+
+
+def test_zero_padding_before_convolutions_reaches_ncnn():
+    """MobileNetV2's ZeroPadding2D before a stride-2 convolution, at the input (a Pad in NHWC between Transposes
+    in ONNX) and inside the network (a Pad in NCHW): folded into the convolutions (ncnn has no Pad layer)."""
+    import tf_keras
+
+    layers = tf_keras.layers
+    tf_keras.utils.set_random_seed(5)
+    model = tf_keras.Sequential([
+        layers.Input((17, 19, 3)),
+        layers.ZeroPadding2D(((0, 1), (2, 1))),
+        layers.Conv2D(6, 3, strides=2, activation="relu"),
+        layers.ZeroPadding2D(((1, 0), (0, 1))),
+        layers.DepthwiseConv2D(3, strides=2),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(10),
+    ])
+    x = np.random.default_rng(1).random((32, 17, 19, 3), dtype=np.float32)
+    source = SimpleNamespace(kind="keras", model=model, lineage=[], test_logits=formats.get("keras").predict(model, x))
+    recorded = {}
+    ctx = SimpleNamespace(splits=SimpleNamespace(x_test=x), record=recorded.update)
+    found = registry.stages()["convert.ncnn"]
+    converted = found.run(source, found.params(), ctx)
+    assert not re.search(rb"^Pad ", converted.param, re.M) and recorded["parity"]["max_abs_diff_rel"] <= 1e-3, recorded["parity"]
 
 
 def test_corrupt_model_gives_a_converter_error(tmp_path):

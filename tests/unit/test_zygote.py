@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from slimlab import zygote
 from tests.support import DIGITS, REPO
 
 PROBE = textwrap.dedent('''
@@ -124,3 +125,18 @@ def test_a_job_without_keras_never_imports_tensorflow(tiny_artifacts, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert "tensorflow loaded: False" in done.stdout
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, True),
+    ({"SLIMLAB_ZYGOTE": "0"}, False),
+    ({"SLURM_JOB_ID": "17"}, False),  # a zygote would live and die with the Slurm job that started it
+    ({"SLURM_JOB_ID": "17", "SLIMLAB_ZYGOTE": "1"}, True),
+    ({"SLIMLAB_IN_ZYGOTE": "1"}, False),  # a zygote's child never asks a zygote
+])
+def test_when_the_zygote_is_used(monkeypatch, env, expected):
+    for name in ("SLIMLAB_ZYGOTE", "SLURM_JOB_ID", "SLIMLAB_IN_ZYGOTE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert zygote.enabled() is expected
