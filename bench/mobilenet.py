@@ -29,9 +29,7 @@ from slimlab.records import BenchRecord, load
 from slimlab.report import read_deployables, rows
 
 CONFIG = "config/mobilenet.yaml"
-# --force-use-threads: Snakemake 9.27 runs a `run:` rule (deployables) in a child snakemake that it does not
-# pass --replace-workflow-config, so the child merges config/config.yaml back in; in a thread it does not.
-COMMAND = ["snakemake", "--profile", "lab", "--configfile", CONFIG, "--replace-workflow-config", "--force-use-threads"]
+COMMAND = ["snakemake", "--profile", "lab", "--configfile", CONFIG, "--replace-workflow-config"]
 REFERENCE, FP32 = "int8", "baseline"   # speed-ups are against the unpruned int8 model
 CV_TARGET = 5.0  # %
 

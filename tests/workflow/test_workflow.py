@@ -216,3 +216,15 @@ def test_bad_config_is_one_clear_line(workdir, tmp_path, bench, expected):
     assert done.returncode != 0
     assert f"slimlab: error: {expected}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("experiment", ["mobilenet.yaml", "transformer.yaml"])
+def test_a_replacing_configfile_is_the_whole_config_of_every_job(workdir, experiment):
+    """`--configfile X --replace-workflow-config` beside config/config.yaml: the list of deployables holds X's
+    recipes only. (A `run:` rule ran in a child snakemake that merged config/config.yaml back in, and failed.)"""
+    done = snakemake(workdir, "--configfile", f"config/{experiment}", "--replace-workflow-config",
+                     "results/report/deployables.json", "--forcerun", "deployables")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads((workdir / "results/report/deployables.json").read_text())["deployables"]
+    wanted = yaml.safe_load((REPO / "config" / experiment).read_text())["recipes"]
+    assert {item["recipe"] for item in found} == set(wanted)

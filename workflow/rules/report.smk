@@ -21,10 +21,10 @@ rule deployables:
         deployables=deployables(),
     log:
         "results/logs/deployables.log",
-    run:
-        from slimlab.atomic import write_json
-
-        write_json(output[0], params.deployables)
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/deployables.py"
 
 
 rule report:

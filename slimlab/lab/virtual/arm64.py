@@ -220,6 +220,9 @@ def down(name: str, cache: Path) -> None:
     board = Board(**json.loads(state.read_text())) if state.is_file() else None
     root = folder / "root"
     found = links(name)
+    if board is None and not found and not folder.exists():
+        log.info("no board %s is up (slimlab board status lists them)", name)
+        return
     pids = sorted({*rootfs.procs_in_root(root), *(pid for link in found for pid in netns.netns_pids(link.netns))})
     netns.kill(pids)
     wait_gone(pids)
