@@ -21,7 +21,11 @@ Inventory entry::
   passes, the board is probed: if it still answers, the command's process group
   is killed and the error is a ``timeout``; if not, ``offline``.
 * A ``workdir`` of ``~``, or starting with ``~/``, is the login's home on the board, or in it.
+* paramiko is imported when a connection is first made: every slimlab command loads
+  this plugin, and most of them (a local bench, a conversion) never use it.
 """
+
+from __future__ import annotations
 
 import errno
 import getpass
@@ -33,20 +37,28 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-import paramiko
 from pydantic import Field
 
 from slimlab import hookimpl
-from slimlab.lab import known_hosts
 from slimlab.lab.devices import Settings
 from slimlab.lab.transport import CommandResult, DeviceOffline, DeviceTimeout, DeviceToolError, ShellTransport
+
+if TYPE_CHECKING:
+    import paramiko
 
 log = logging.getLogger(__name__)
 
 # SFTP errors that mean "the board refused", not "the link failed": retrying will not help.
 _FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOSPC, errno.EROFS, errno.EISDIR, errno.ENOTDIR}
-_LINK_ERRORS = (OSError, EOFError, paramiko.SSHException)
+
+
+def link_errors() -> tuple[type[BaseException], ...]:
+    """What a dropped link raises (an except clause evaluates this only when something was raised)."""
+    import paramiko
+
+    return OSError, EOFError, paramiko.SSHException
 
 
 class SSHSettings(Settings):
@@ -103,6 +115,8 @@ class SSHTransport(ShellTransport):
         return self._client
 
     def _private_key(self) -> paramiko.PKey | None:
+        import paramiko
+
         if self.key_file is None:
             return None
         passphrase = None
@@ -126,6 +140,10 @@ class SSHTransport(ShellTransport):
             raise DeviceToolError(f"device {self.device_name!r}: cannot read key {self.key_file}: {exc.strerror}") from None
 
     def _connect(self) -> paramiko.SSHClient:
+        import paramiko
+
+        from slimlab.lab import known_hosts
+
         known = known_hosts.read(self.known_hosts)
         pkey = self._private_key()
         client = paramiko.SSHClient()
@@ -189,7 +207,7 @@ class SSHTransport(ShellTransport):
         timer.start()
         try:
             yield
-        except _LINK_ERRORS as exc:
+        except link_errors() as exc:
             self.close()
             if fired.is_set():
                 raise DeviceOffline(f"device {self.device_name!r}: {what} on {self.target} got no answer "
@@ -256,7 +274,7 @@ class SSHTransport(ShellTransport):
         try:
             sftp.get_channel().settimeout(self.connect_timeout)  # a stalled link fails, not hangs
             transfer(sftp)
-        except _LINK_ERRORS as exc:
+        except link_errors() as exc:
             if isinstance(exc, OSError) and exc.errno in _FILE_ERRNOS:
                 raise DeviceToolError(f"device {self.device_name!r}: {what} failed: {exc.strerror}") from None
             self.close()
