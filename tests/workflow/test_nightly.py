@@ -66,7 +66,7 @@ def test_first_run_has_no_baseline_then_unchanged_artifacts_are_ok(workdir):
     assert [row["status"] for row in series] == ["ok", "ok"]
     for row in series:
         samples = json.loads(Path(workdir / row["samples"]).read_text())
-        assert len(samples["raw"]["rounds"]) == 6 and 0.9 < row["latency_ratio"] < 1.1
+        assert len(samples["raw"]["rounds"]) == 6 and 0.8 < row["latency_ratio"] < 1.25  # µs models, a shared host
         assert Path(workdir / row["record"]).is_file()
     assert "| ok | baseline | tflite | here |" in second.stdout
 
@@ -114,25 +114,30 @@ def test_a_second_nightly_at_the_same_time_refuses(workdir):
 
 
 def test_energy_is_compared_like_latency(workdir, tmp_path):
-    """A device whose meter follows real CPU use, and a candidate that burns 60 % more CPU per inference."""
+    """A device whose meter follows real CPU use, and tonight's models six times wider than the accepted ones: more
+    CPU per inference, so more energy per inference. (The energy rounds run each side in a payload of its own, so a
+    device that slows one side inside one process, as the latency tests do, would not show in them.)"""
     from tests.sysfs import CpuDrivenModel, RaplZone
 
     zone = RaplZone(tmp_path / "sysfs", "intel-rapl:0", "package-0", share=1.0)
-    wrapper = tmp_path / "python-slowed"
-    wrapper.write_text(f"#!/bin/sh\nSLIMLAB_SLOWDOWN=0.6 PYTHONPATH={REPO / 'bench/slowdown'} exec {sys.executable} \"$@\"\n")
-    wrapper.chmod(0o755)
     inventory = yaml.safe_load((workdir / "devices.yaml").read_text())
     inventory["devices"]["metered"] = {**copy.deepcopy(inventory["devices"]["here"]),
-                                       "python": {"interpreter": str(wrapper)},
                                        "energy": {"probe": "rapl", "root": str(tmp_path / "sysfs"),
-                                                  "interval_s": 0.02, "settle_s": 0.1}}
+                                                  "interval_s": 0.02, "settle_s": 0.3}}
     (workdir / "devices.yaml").write_text(yaml.safe_dump(inventory))
     config = yaml.safe_load((workdir / "config/config.yaml").read_text())
     config["lab"]["devices"] = ["metered"]
+    config["stage_defaults"] = {"train": {"model_params": {"width": 96, "dense": 256}}}
     (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
-    with CpuDrivenModel([zone], idle_w=2.0, busy_w=10.0):
-        done = nightly(workdir)
-    assert done.returncode == 1, done.stdout + done.stderr[-2000:]
-    for row in latest_verdict(workdir)["series"]:
+    # The test meter follows the whole machine's CPU use: a night in which other processes made the idle baseline
+    # busier than the benchmark says "energy not compared" (net energy not positive). Up to three nights.
+    for _ in range(3):
+        with CpuDrivenModel([zone], idle_w=2.0, busy_w=10.0):
+            done = nightly(workdir)
+        assert done.returncode == 1, done.stdout + done.stderr[-2000:]
+        series = latest_verdict(workdir)["series"]
+        if all("energy_ratio" in row for row in series):
+            break
+    for row in series:
         assert row["status"] == "regression" and row["energy_ratio"] > 1.2, row
         assert "energy" in row["reason"]
