@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from slimlab import zygote
 from slimlab.errors import SlimlabError
 
 
@@ -358,17 +359,17 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
-    if args.command == "run-step":
-        # TensorFlow reads these when it starts: parallel jobs do not oversubscribe the cores.
-        os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(args.threads))
-        os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(args.threads, 2)))
-        from slimlab import stages, zygote
-
+    if args.command in zygote.SERVED:
+        if args.command == "run-step":
+            # TensorFlow reads these when it starts: parallel jobs do not oversubscribe the cores.
+            os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(args.threads))
+            os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(args.threads, 2)))
         # The client's start, not the zygote child's: what the job really waited for.
-        os.environ.setdefault("SLIMLAB_JOB_STARTED", str(stages.job_started()))
-        if zygote.enabled() and stages.needs_tensorflow(args.step, args.input):
-            code = zygote.run(argv)  # TensorFlow already loaded there; None: no zygote, run here
-            if code is not None:
+        os.environ.setdefault("SLIMLAB_JOB_STARTED", str(zygote.job_started()))
+        if zygote.enabled():
+            code = zygote.run(argv, zygote.kind_for(args.command, getattr(args, "step", None),
+                                                    getattr(args, "input", None)))
+            if code is not None:  # None: no zygote served, so run here
                 return code
     try:
         return args.func(args) or 0

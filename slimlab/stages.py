@@ -1,7 +1,5 @@
 """Stage plugins: what a stage declares, and how the host runs one step of a recipe."""
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +7,7 @@ from typing import Any, Callable
 
 import pydantic
 
-from slimlab import artifacts, data, registry
+from slimlab import artifacts, data, registry, zygote
 from slimlab.errors import ConfigError, validated
 from slimlab.records import Sidecar, Step
 
@@ -97,26 +95,9 @@ def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> ar
     ctx = StageContext(splits=data.load_spec(dataset), seed=dataset["seed"], workdir=output_sidecar.parent)
     began = time.time()
     model = stage.run(source, params, ctx)
-    timing = {"startup_s": round(began - job_started(), 3), "work_s": round(time.time() - began, 3)}
+    timing = {"startup_s": round(began - zygote.job_started(), 3), "work_s": round(time.time() - began, 3)}
     return artifacts.write(output_sidecar.parent, stage.output_for(params), model, lineage=[*lineage, entry],
                            dataset=dataset, splits=ctx.splits, metrics=ctx.metrics, timing=timing)
-
-
-def job_started() -> float:
-    """When this job's process started (epoch seconds): the job's own, even in a zygote's child."""
-    if "SLIMLAB_JOB_STARTED" in os.environ:
-        return float(os.environ["SLIMLAB_JOB_STARTED"])
-    ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-    uptime = float(Path("/proc/uptime").read_text().split()[0])
-    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
-
-
-def needs_tensorflow(step: dict, input_sidecar: Path | None) -> bool:
-    """Whether a step loads or makes a Keras model (and so TensorFlow), from its payload and input alone."""
-    if step.get("output") == "keras":
-        return True
-    return input_sidecar is not None and Path(input_sidecar).is_file() and \
-        json.loads(Path(input_sidecar).read_text()).get("format") == "keras"
 
 
 def mark_failed(step: dict, input_sidecar: Path | None, output_sidecar: Path, error: str) -> Sidecar:

@@ -1,24 +1,30 @@
-"""Pay TensorFlow's start-up once per machine: a fork server for the steps that need it.
+"""Pay start-up once per machine: fork servers for the commands that workflow jobs run.
 
-A ``slimlab run-step`` whose input or output is a Keras model asks a per-user server
-on this host (the *zygote*) to fork a child that runs the step. The zygote imported
-TensorFlow, tf_keras and tfmot once and never runs TensorFlow itself, so each child
-starts with them loaded. The child gets the job's own standard input, output and
-error (passed over the Unix socket), its working directory, environment and
-arguments: its log is the job's log, a crash or a leak stays in it, and its exit
-status is the job's. Snakemake, or Slurm on a cluster node, sees an ordinary job.
-If the job is killed, the child notices the closed connection and dies with it.
+A workflow job (``slimlab run-step``, ``bench`` or ``mark-failed``) asks a per-user
+server on this host (a *zygote*) to fork a child that runs its command. Each zygote
+imported slimlab and its built-in plugins once, and the ``tensorflow`` kind, which
+serves the steps that load or make a Keras model, imported TensorFlow, tf_keras and
+tfmot too; the ``plain`` kind serves the rest and never imports TensorFlow. A zygote
+runs nothing itself, so each child starts with those modules loaded and nothing else
+shared. The child gets the job's own standard input, output and error (passed over
+the Unix socket), its working directory, environment and arguments: its log is the
+job's log, a crash or a leak stays in it, and its exit status is the job's. Snakemake,
+or Slurm on a cluster node, sees an ordinary job. If the job is killed, the child
+notices the closed connection and dies with it. Plugins are registered in each child
+(its own working directory decides which plugin files load).
 
-The zygote starts on first use, detached, and exits after ``IDLE_S`` seconds
-without a request. Its socket is named after the Python that runs it, so a new
-environment (or PYTHONPATH) gets a new zygote. ``SLIMLAB_ZYGOTE=0`` turns it off, and so does a
-Slurm job (:func:`enabled`); if it cannot be reached, the step runs in the job's own process, as
-without it.
+A zygote starts on first use, detached, and exits after ``IDLE_S`` seconds without a
+request, or when code it loaded changed on disk (:func:`sources`): that job runs in its
+own process and the next one starts a fresh zygote. Its socket is named after its kind
+and the Python that runs it, so a new environment (or PYTHONPATH) gets new zygotes.
+``SLIMLAB_ZYGOTE=0`` turns them off, and so does a Slurm job (:func:`enabled`); if none
+can be reached, the command runs in the job's own process, as without them.
 """
 
 import array
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import select
@@ -26,12 +32,16 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
 
 IDLE_S = 600.0
-PRELOAD = ("tensorflow", "tf_keras", "tensorflow_model_optimization")
+# What a zygote of each kind imports before slimlab itself.
+PRELOAD = {"tensorflow": ("tensorflow", "tf_keras", "tensorflow_model_optimization"), "plain": ()}
+# The commands a workflow runs once per job: each is served by a zygote.
+SERVED = ("run-step", "bench", "mark-failed")
 _HEADER_MAX = 1 << 20
 
 
@@ -43,60 +53,96 @@ def enabled() -> bool:
     return os.environ.get("SLIMLAB_ZYGOTE", default) != "0" and "SLIMLAB_IN_ZYGOTE" not in os.environ
 
 
+def kind_for(command: str, step: dict | None = None, input_sidecar: Path | None = None) -> str:
+    """``tensorflow`` for a step that loads or makes a Keras model (known from its payload and input alone),
+    else ``plain``."""
+    if command != "run-step":
+        return "plain"
+    keras_input = input_sidecar is not None and Path(input_sidecar).is_file() and \
+        json.loads(Path(input_sidecar).read_text()).get("format") == "keras"
+    return "tensorflow" if step.get("output") == "keras" or keras_input else "plain"
+
+
+def job_started() -> float:
+    """When this job's process started (epoch seconds): the job's own, even in a zygote's child."""
+    if "SLIMLAB_JOB_STARTED" in os.environ:
+        return float(os.environ["SLIMLAB_JOB_STARTED"])
+    ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+
+
 # What decides where a child finds its modules: jobs that differ in these get different zygotes.
 IMPORT_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "VIRTUAL_ENV")
 
 
-def socket_path() -> Path:
+def socket_path(kind: str) -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/slimlab-{os.getuid()}"
     imports = "\0".join(os.environ.get(name, "") for name in IMPORT_ENV)
     key = hashlib.sha256(f"{sys.executable}\0{sys.version}\0{imports}".encode()).hexdigest()[:12]
-    return Path(runtime) / "slimlab" / f"zygote-{key}.sock"
+    return Path(runtime) / "slimlab" / f"zygote-{kind}-{key}.sock"
+
+
+def sources() -> dict[str, int]:
+    """What a zygote's modules were loaded from, with modification times: each import path folder (an
+    installed or removed package changes its folder) and each loaded file outside the installed packages
+    (slimlab and its plugins in an editable checkout, PYTHONPATH modules)."""
+    installed = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")})
+    files = {getattr(module, "__file__", None) for module in list(sys.modules.values())}
+    found = {}
+    for path in [*sys.path, *(f for f in files if f and not f.startswith(installed))]:
+        try:
+            found[path] = os.stat(path or ".").st_mtime_ns
+        except OSError:
+            found[path] = -1
+    return found
 
 
 # --- client -------------------------------------------------------------------------------
 
 
-def run(argv: list[str]) -> int | None:
-    """Run ``slimlab argv`` in a child of the zygote; its exit status, or None if no zygote could serve."""
+def run(argv: list[str], kind: str) -> int | None:
+    """Run ``slimlab argv`` in a child of the ``kind`` zygote; its exit status, or None if no zygote served."""
     try:
-        conn = _connect()
+        conn = _connect(socket_path(kind), kind)
     except OSError:
         return None
     with conn:
         header = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
         fds = array.array("i", [0, 1, 2])
-        conn.sendmsg([len(header).to_bytes(4, "big") + header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         reply = b""
-        while chunk := conn.recv(4096):
-            reply += chunk
+        try:
+            conn.sendmsg([len(header).to_bytes(4, "big") + header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            while chunk := conn.recv(4096):
+                reply += chunk
+        except ConnectionError:
+            return None  # a stale zygote turned the job away before reading it
     try:
         return int(json.loads(reply)["exit"])
     except (ValueError, KeyError):
-        return None  # the zygote went away mid-job: say so by running here instead
+        return None  # the zygote went away mid-job, or its code is stale: run here instead
 
 
-def _connect() -> socket.socket:
-    path = socket_path()
+def _connect(path: Path, kind: str) -> socket.socket:
     try:
         return _open(path)
     except OSError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one job starts it; the others wait for it
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one job starts it; the others wait here until it listens
         try:
             return _open(path)
         except OSError:
-            _start(path)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            return _open(path)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+            server = _start(path, kind)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                return _open(path)
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
 
 def _open(path: Path) -> socket.socket:
@@ -109,43 +155,79 @@ def _open(path: Path) -> socket.socket:
     return conn
 
 
-def _start(path: Path) -> None:
+def _start(path: Path, kind: str) -> subprocess.Popen:
     log = path.with_suffix(".log").open("ab")
     # -P: no working directory on sys.path, which would follow the first job's folder into every child.
-    subprocess.Popen([sys.executable, "-P", "-m", "slimlab.zygote", str(path)], stdin=subprocess.DEVNULL,
-                     stdout=log, stderr=log, start_new_session=True, close_fds=True)
+    return subprocess.Popen([sys.executable, "-P", "-m", "slimlab.zygote", str(path), kind], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log, start_new_session=True, close_fds=True)
 
 
 # --- server -------------------------------------------------------------------------------
 
 
-def serve(path: Path) -> None:
-    """Preload, listen, fork one child per request, report each child's status to its job."""
-    for module in PRELOAD:
+def serve(path: Path, kind: str) -> None:
+    """Preload, listen, fork one child per request, report each child's status to its job. A request that
+    finds the loaded code changed on disk is turned away, and the zygote stops taking new ones."""
+    for module in PRELOAD[kind]:
         __import__(module)
+    _preload_slimlab()
+    loaded = sources()
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     os.chmod(path, 0o600)
+    bound = os.stat(path).st_ino
     listener.listen(64)
     wake_r, wake_w = os.pipe()
     signal.signal(signal.SIGCHLD, lambda *_: os.write(wake_w, b"."))
     jobs: dict[int, socket.socket] = {}
     idle_since = time.monotonic()
-    while jobs or time.monotonic() - idle_since < IDLE_S:
-        ready, _, _ = select.select([listener, wake_r], [], [], 5.0)
+    while jobs or (listener and time.monotonic() - idle_since < IDLE_S):
+        ready, _, _ = select.select([wake_r, *([listener] if listener else [])], [], [], 5.0)
         if wake_r in ready:
             os.read(wake_r, 4096)
             _reap(jobs)
             idle_since = time.monotonic()
         if listener in ready:
             conn, _ = listener.accept()
+            if sources() != loaded:
+                with conn:
+                    conn.sendall(json.dumps({"stale": True}).encode())
+                _stop_listening(listener, path, bound)
+                listener = None
+                continue
             pid = os.fork()
             if pid == 0:
                 listener.close()
                 _child(conn)
             jobs[pid] = conn
-    path.unlink(missing_ok=True)
+    if listener:
+        _stop_listening(listener, path, bound)
+
+
+def _preload_slimlab() -> None:
+    """Import slimlab's commands and built-in plugins. A module that fails to import is left to the job that
+    needs it, which reports the error in its own log."""
+    try:
+        import rich.progress  # noqa: F401  (bench jobs' progress line)
+
+        from slimlab import cli, registry, stages  # noqa: F401
+        from slimlab.lab import bench  # noqa: F401
+
+        for name in registry.builtin_plugins():
+            importlib.import_module(name)
+    except Exception:  # any failure: the job that imports the module reports it in its own log
+        pass
+
+
+def _stop_listening(listener: socket.socket, path: Path, bound: int) -> None:
+    """Close the socket, and remove its file unless a newer zygote has taken the name already."""
+    listener.close()
+    try:
+        if os.stat(path).st_ino == bound:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _reap(jobs: dict[int, socket.socket]) -> None:
@@ -207,4 +289,4 @@ def _die_with_job(conn: socket.socket) -> None:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]))
+    serve(Path(sys.argv[1]), sys.argv[2])

@@ -1,7 +1,9 @@
-"""The zygote: TensorFlow loaded once per machine, every step still its own process with its own log."""
+"""The zygotes: slimlab (and, for Keras steps, TensorFlow) loaded once per machine, every job still its own process
+with its own log."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +40,13 @@ PROBE = textwrap.dedent('''
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
+    def where_plain(artifact, params, ctx):
+        """The same, for a step that never needs TensorFlow: print it (a TFLite step records no metrics of its
+        own here), and pass the model on unchanged."""
+        print(f"tensorflow loaded: {'tensorflow' in sys.modules} parent: {os.getppid()}")
+        return artifact.model
+
+
     def linger(artifact, params, ctx):
         """Say where it runs, then wait long enough to be killed."""
         with open(os.environ["PROBE_PIDFILE"], "w") as f:
@@ -49,6 +58,7 @@ PROBE = textwrap.dedent('''
     def register_stages(register):
         for name, run in (("probe.where", where), ("probe.crash", crash), ("probe.linger", linger)):
             register(Stage(name, run, inputs=(), output="keras"))
+        register(Stage("probe.where_plain", where_plain, inputs=("tflite",), output="tflite"))
 ''')
 
 
@@ -122,9 +132,63 @@ def test_a_job_without_keras_never_imports_tensorflow(tiny_artifacts, tmp_path):
         print("tensorflow loaded:", "tensorflow" in sys.modules)
         sys.exit(code)
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "SLIMLAB_ZYGOTE": "0"})  # in this process, to look at its modules
     assert done.returncode == 0, done.stderr
     assert "tensorflow loaded: False" in done.stdout
+
+
+def plain_step(tiny_artifacts, out: Path, env: dict) -> tuple[bool, int]:
+    """Run probe.where_plain on the fp32 TFLite model; whether TensorFlow was loaded where it ran, and its parent."""
+    step = json.dumps({"stage": "probe.where_plain", "params": {}, "output": "tflite", "dataset": DIGITS})
+    done = subprocess.run([sys.executable, "-m", "slimlab.cli", "run-step", "--step", step, "--input",
+                           str(tiny_artifacts["fp32"].sidecar), "--output", str(out)],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded, parent = re.search(r"tensorflow loaded: (\w+) parent: (\d+)", done.stdout).groups()
+    return loaded == "True", int(parent)
+
+
+def test_a_job_without_keras_runs_in_the_plain_zygote_which_never_imports_tensorflow(tiny_artifacts, tmp_path, env):
+    first, second = (plain_step(tiny_artifacts, tmp_path / name / "artifact.json", env) for name in ("a", "b"))
+    assert first == second and not first[0]  # one zygote, and no TensorFlow in it
+    assert first[1] != os.getpid()
+    keras = run_step("probe.where", tmp_path / "k/artifact.json", env)
+    assert keras.returncode == 0 and metrics(tmp_path / "k/artifact.json")["parent"] != first[1]  # the other kind
+
+
+def test_a_zygote_whose_code_changed_serves_no_more_jobs(tiny_artifacts, tmp_path, env):
+    imports = tmp_path / "imports"
+    imports.mkdir()
+    env = {**env, "PYTHONPATH": f"{imports}:{env.get('PYTHONPATH', '')}"}  # a zygote of this test's own
+    _, parent = plain_step(tiny_artifacts, tmp_path / "a/artifact.json", env)
+    assert plain_step(tiny_artifacts, tmp_path / "b/artifact.json", env)[1] == parent
+    (imports / "newly_installed.py").write_text("")  # a folder on its import path changed
+    _, stale = plain_step(tiny_artifacts, tmp_path / "c/artifact.json", env)
+    _, fresh = plain_step(tiny_artifacts, tmp_path / "d/artifact.json", env)
+    assert stale not in (parent, fresh)  # turned away: the job ran in its own process
+    assert fresh != parent
+    deadline = time.monotonic() + 10  # and the stale zygote, with no job left, has ended
+    while not exited(parent) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert exited(parent)
+
+
+def exited(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_sources_notice_an_edited_module(tmp_path, monkeypatch):
+    (tmp_path / "edited_module.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import edited_module  # noqa: F401
+
+    before = zygote.sources()
+    os.utime(tmp_path / "edited_module.py", ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    assert zygote.sources() != before
 
 
 @pytest.mark.parametrize("env, expected", [
