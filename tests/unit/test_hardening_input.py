@@ -125,9 +125,10 @@ def one_error_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("damage", CORRUPT)
-def test_bench_on_a_corrupt_sidecar_fails_in_one_line_with_a_note(damage, tmp_path, capsys):
+def test_bench_on_a_corrupt_sidecar_fails_in_one_line_with_a_note(damage, tmp_path, capfd):
     # Old: `slimlab bench` read the sidecar with a bare json.loads before anything else: a JSONDecodeError (or
     # UnicodeDecodeError, AttributeError) traceback, and no failure note for the report.
+    # capfd: the command runs in a zygote's child, which writes to this process's file descriptors.
     sidecar = tmp_path / "artifact" / SIDECAR
     sidecar.parent.mkdir()
     sidecar.write_bytes(CORRUPT[damage])
@@ -136,7 +137,7 @@ def test_bench_on_a_corrupt_sidecar_fails_in_one_line_with_a_note(damage, tmp_pa
     out = tmp_path / "record" / "threads-1.json"
     code = cli.main(["bench", "--inventory", str(tmp_path / "lab.yaml"), "--device", "here", "--artifact",
                      str(sidecar), "--threads", "1", "--settings", json.dumps(bench_block()), "--output", str(out)])
-    line = one_error_line(capsys.readouterr().err)
+    line = one_error_line(capfd.readouterr().err)
     assert code == 2 and line.startswith(f"slimlab: error: bench of {sidecar} on device 'here' failed (tool_error): "
                                          f"{sidecar}: artifact sidecar ")
     note = load(BenchFailure, failure_note_path(out), "bench failure note")
