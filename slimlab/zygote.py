@@ -15,8 +15,10 @@ notices the closed connection and dies with it. Plugins are registered in each c
 
 A zygote starts on first use, detached, and exits after ``IDLE_S`` seconds without a
 request, or when code it loaded changed on disk (:func:`sources`): that job runs in its
-own process and the next one starts a fresh zygote. Its socket is named after its kind
-and the Python that runs it, so a new environment (or PYTHONPATH) gets new zygotes.
+own process and the next one starts a fresh zygote. Its socket is named after its kind,
+the Python that runs it and the job's namespaces, so a new environment (or PYTHONPATH) or
+a job in another network namespace gets new zygotes; the child takes the job's umask,
+cores and priority too.
 ``SLIMLAB_ZYGOTE=0`` turns them off, and so does a Slurm job (:func:`enabled`); if none
 can be reached, the command runs in the job's own process, as without them.
 """
@@ -79,8 +81,17 @@ IMPORT_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", 
 def socket_path(kind: str) -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/slimlab-{os.getuid()}"
     imports = "\0".join(os.environ.get(name, "") for name in IMPORT_ENV)
-    key = hashlib.sha256(f"{sys.executable}\0{sys.version}\0{imports}".encode()).hexdigest()[:12]
+    # A job in another network, mount or PID namespace (`ip netns exec`, a container) gets a zygote started there.
+    namespaces = "\0".join(_namespace(name) for name in ("net", "mnt", "pid", "user", "uts", "ipc"))
+    key = hashlib.sha256(f"{sys.executable}\0{sys.version}\0{imports}\0{namespaces}".encode()).hexdigest()[:12]
     return Path(runtime) / "slimlab" / f"zygote-{kind}-{key}.sock"
+
+
+def _namespace(name: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/ns/{name}")
+    except OSError:
+        return ""
 
 
 def sources() -> dict[str, int]:
@@ -108,7 +119,11 @@ def run(argv: list[str], kind: str) -> int | None:
     except OSError:
         return None
     with conn:
-        header = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        umask = os.umask(0o077)
+        os.umask(umask)
+        header = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
+                             "cpus": sorted(os.sched_getaffinity(0)),
+                             "nice": os.getpriority(os.PRIO_PROCESS, 0)}).encode()
         fds = array.array("i", [0, 1, 2])
         reply = b""
         try:
@@ -264,6 +279,13 @@ def _child(conn: socket.socket) -> None:
             os.dup2(fd, target)
             os.close(fd)
         os.chdir(request["cwd"])
+        # What the job's process had and a fork would not: its umask, its cores (`taskset`), its priority.
+        os.umask(request["umask"])
+        os.sched_setaffinity(0, request["cpus"])
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
+        except PermissionError:
+            pass  # a higher priority than the zygote's needs privileges this user lacks: keep the zygote's
         os.environ.clear()
         os.environ.update(request["env"], SLIMLAB_IN_ZYGOTE="1")
         os.setsid()

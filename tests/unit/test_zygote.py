@@ -4,6 +4,7 @@ with its own log."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from slimlab import zygote
-from tests.support import DIGITS, REPO
+from tests.support import DIGITS, REPO, lab_unavailable
 
 PROBE = textwrap.dedent('''
     """probe.*: stages that report on the process they run in."""
@@ -43,7 +44,10 @@ PROBE = textwrap.dedent('''
     def where_plain(artifact, params, ctx):
         """The same, for a step that never needs TensorFlow: print it (a TFLite step records no metrics of its
         own here), and pass the model on unchanged."""
-        print(f"tensorflow loaded: {'tensorflow' in sys.modules} parent: {os.getppid()}")
+        umask = os.umask(0)
+        os.umask(umask)
+        print(f"tensorflow loaded: {'tensorflow' in sys.modules} parent: {os.getppid()} umask: {umask:o} "
+              f"cpus: {','.join(map(str, sorted(os.sched_getaffinity(0))))}")
         return artifact.model
 
 
@@ -138,15 +142,20 @@ def test_a_job_without_keras_never_imports_tensorflow(tiny_artifacts, tmp_path):
     assert "tensorflow loaded: False" in done.stdout
 
 
-def plain_step(tiny_artifacts, out: Path, env: dict) -> tuple[bool, int]:
+def plain_step(tiny_artifacts, out: Path, env: dict, **kwargs) -> tuple[bool, int]:
     """Run probe.where_plain on the fp32 TFLite model; whether TensorFlow was loaded where it ran, and its parent."""
+    done = plain_job(tiny_artifacts, out, env, **kwargs)
+    loaded, parent = re.search(r"tensorflow loaded: (\w+) parent: (\d+)", done.stdout).groups()
+    return loaded == "True", int(parent)
+
+
+def plain_job(tiny_artifacts, out: Path, env: dict, **kwargs) -> subprocess.CompletedProcess:
     step = json.dumps({"stage": "probe.where_plain", "params": {}, "output": "tflite", "dataset": DIGITS})
     done = subprocess.run([sys.executable, "-m", "slimlab.cli", "run-step", "--step", step, "--input",
                            str(tiny_artifacts["fp32"].sidecar), "--output", str(out)],
-                          env=env, capture_output=True, text=True)
+                          env=env, capture_output=True, text=True, **kwargs)
     assert done.returncode == 0, done.stderr
-    loaded, parent = re.search(r"tensorflow loaded: (\w+) parent: (\d+)", done.stdout).groups()
-    return loaded == "True", int(parent)
+    return done
 
 
 def test_a_job_without_keras_runs_in_the_plain_zygote_which_never_imports_tensorflow(tiny_artifacts, tmp_path, env):
@@ -155,6 +164,28 @@ def test_a_job_without_keras_runs_in_the_plain_zygote_which_never_imports_tensor
     assert first[1] != os.getpid()
     keras = run_step("probe.where", tmp_path / "k/artifact.json", env)
     assert keras.returncode == 0 and metrics(tmp_path / "k/artifact.json")["parent"] != first[1]  # the other kind
+
+
+def test_the_child_has_the_jobs_umask_and_cores(tiny_artifacts, tmp_path, env):
+    def restricted():
+        os.umask(0o027)
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+    plain_step(tiny_artifacts, tmp_path / "a/artifact.json", env)  # the zygote, started with this test's umask
+    done = plain_job(tiny_artifacts, tmp_path / "b/artifact.json", env, preexec_fn=restricted)
+    cpu = min(os.sched_getaffinity(0))
+    assert f"umask: 27 cpus: {cpu}\n" in done.stdout
+    assert oct(os.stat(tmp_path / "b/artifact.json").st_mode & 0o777) == "0o640"
+
+
+def test_a_job_in_another_network_namespace_gets_a_zygote_of_its_own():
+    # A bench job run under `ip netns exec` must reach its board from that namespace, not from the zygote's.
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        lab_unavailable("a new network namespace (unshare --net) needs root")
+    code = "from slimlab import zygote; print(zygote.socket_path('plain'))"
+    inside = subprocess.run(["unshare", "--net", sys.executable, "-c", code], capture_output=True, text=True)
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout.strip() != str(zygote.socket_path("plain"))
 
 
 def test_a_zygote_whose_code_changed_serves_no_more_jobs(tiny_artifacts, tmp_path, env):
