@@ -60,9 +60,13 @@ def kind_for(command: str, step: dict | None = None, input_sidecar: Path | None 
     else ``plain``."""
     if command != "run-step":
         return "plain"
-    keras_input = input_sidecar is not None and Path(input_sidecar).is_file() and \
-        json.loads(Path(input_sidecar).read_text()).get("format") == "keras"
-    return "tensorflow" if step.get("output") == "keras" or keras_input else "plain"
+    if step.get("output") == "keras":
+        return "tensorflow"
+    try:
+        keras_input = input_sidecar is not None and json.loads(Path(input_sidecar).read_text())["format"] == "keras"
+    except (OSError, ValueError, TypeError, KeyError):
+        keras_input = False  # missing or damaged: the command itself says so, in one line
+    return "tensorflow" if keras_input else "plain"
 
 
 def job_started() -> float:

@@ -125,6 +125,20 @@ def one_error_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("damage", CORRUPT)
+def test_a_step_on_a_corrupt_input_sidecar_fails_in_one_line(damage, tmp_path, capfd):
+    # Old: the client read the input sidecar to pick a zygote with a bare json.loads: a traceback.
+    sidecar = tmp_path / "artifact" / SIDECAR
+    sidecar.parent.mkdir()
+    sidecar.write_bytes(CORRUPT[damage])
+    step = {"stage": "quantize.int8", "params": {}, "output": "tflite", "dataset": {"name": "mnist"}}
+    code = cli.main(["run-step", "--step", json.dumps(step), "--input", str(sidecar),
+                     "--output", str(tmp_path / "out" / SIDECAR)])
+    line = one_error_line(capfd.readouterr().err)
+    assert code == 2 and line.startswith(f"slimlab: error: {sidecar}: artifact sidecar ")
+    assert not (tmp_path / "out" / SIDECAR).exists()
+
+
+@pytest.mark.parametrize("damage", CORRUPT)
 def test_bench_on_a_corrupt_sidecar_fails_in_one_line_with_a_note(damage, tmp_path, capfd):
     # Old: `slimlab bench` read the sidecar with a bare json.loads before anything else: a JSONDecodeError (or
     # UnicodeDecodeError, AttributeError) traceback, and no failure note for the report.
