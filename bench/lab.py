@@ -11,7 +11,7 @@
    and warm-up estimated at the median), for local, ssh and adb; plus the bare
    round trip of one no-op command.
 
-The boards and the adb device run on this host (slimlab.lab.virtual), so (1) shares this
+The boards (slimlab.lab.virtual) and the adb device (labpeers) run on this host, so (1) shares this
 host's cores between boards: it measures the lab's concurrency, not the speed
 of two real boards.
 """
@@ -27,15 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from slimlab import config
-from slimlab.lab import bench
-from slimlab.lab.devices import Device, device
-from slimlab.lab.virtual.adb_device import AdbPeer
-from slimlab.lab.virtual.boards import boards
-from slimlab.records import BenchRecord
-from slimlab.registry import transports
-
 REPO = Path(__file__).resolve().parents[1]
+# The emulated adb device is a lab peer (labpeers/, at the checkout's root), not part of the slimlab package.
+sys.path.insert(1, str(REPO))
+
+from labpeers.adb_device import AdbPeer  # noqa: E402
+from slimlab import config  # noqa: E402
+from slimlab.lab import bench  # noqa: E402
+from slimlab.lab.devices import Device, device  # noqa: E402
+from slimlab.lab.virtual.boards import boards  # noqa: E402
+from slimlab.records import BenchRecord  # noqa: E402
+from slimlab.registry import transports  # noqa: E402
+
 # The config's bench block for the `default` option set, as the workflow hands it to `slimlab bench`.
 BENCH = {"threads": [1], "warmup": 20, "runs": 200, "min_seconds": 1.0, "max_samples": 100_000, "timeout_s": 120,
          "noisy_cv": 0.1, "options": {}, "option_set": "default"}

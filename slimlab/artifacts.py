@@ -15,6 +15,9 @@ the run goes on. A step whose input failed is failed too, without running.
 
 import gzip
 import hashlib
+import json
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +31,7 @@ from slimlab.records import FileInfo, ParamCount, Sidecar, Size, Step, load
 
 SIDECAR = "artifact.json"
 TEST_LOGITS = "logits.test.npy"
+SKIPPED = "skipped:"  # the error of a step that did not run because its input had failed
 
 
 def sha256_file(path: Path) -> str:
@@ -53,8 +57,8 @@ class Artifact:
     def load(cls, sidecar: str | Path) -> "Artifact":
         sidecar = Path(sidecar)
         info = read_sidecar(sidecar)
-        if info.status == "failed":
-            raise ArtifactError(f"{sidecar}: this step failed: {info.error}")
+        if info.status != "ok":
+            raise ArtifactError(f"{sidecar}: this step is {info.status}: {info.error}")
         artifact = cls(sidecar, info)
         artifact.verify()
         return artifact
@@ -159,11 +163,65 @@ def write(out_dir: Path, kind: str, model, *, lineage: list[Step], dataset: dict
     return Artifact(sidecar, info)
 
 
-def write_failed(sidecar: Path, kind: str, lineage: list[Step], dataset: dict, error: str) -> Sidecar:
-    """Record that the last step of ``lineage`` made no model, and why."""
-    info = Sidecar(status="failed", format=kind, error=error, lineage=lineage, dataset=dataset)
+def write_failed(sidecar: Path, kind: str, lineage: list[Step], dataset: dict, error: str,
+                 status: str = "failed") -> Sidecar:
+    """Record that the last step of ``lineage`` made no model, why, and the environment it failed in.
+
+    ``status`` is ``failed``, or ``unsupported`` for a known limit (:class:`slimlab.errors.Unsupported`). A step
+    that failed itself (not one skipped below a failure) also says on stderr how to retry it.
+    """
+    from slimlab import identity  # it loads the plugins: only a failure needs it
+
+    info = Sidecar(status=status, format=kind, error=error, environment=identity.environment(), lineage=lineage,
+                   dataset=dataset)
     info.save(sidecar)
+    if status == "failed" and not error.startswith(SKIPPED):
+        print(f"slimlab: step failed: {Path(sidecar).parent}: {error}", file=sys.stderr)
+        print(f"slimlab: {retry_hint(sidecar)}", file=sys.stderr)
     return info
+
+
+def retry_hint(sidecar: str | Path) -> str:
+    """How to retry a failed step, for the failure line and the README."""
+    return (f"the next run retries it if the installed packages or plugins change; after any other fix, "
+            f"rerun with --forcerun {sidecar}")
+
+
+def stale_failures(sidecars: Iterable[str | Path]) -> list[tuple[Path, str]]:
+    """The failed (or unsupported) steps among ``sidecars`` that failed in another environment than this
+    process's (:func:`slimlab.identity.environment`), or in an unrecorded one, with their errors. A failure in an
+    unchanged environment is not among them: a plain rerun does not retry it. A missing or unreadable sidecar
+    is left to Snakemake and the job that reads it."""
+    from slimlab import identity
+
+    stale = []
+    for path, info in _not_ok(sidecars).items():
+        error = str(info.get("error") or "")
+        if not error.startswith(SKIPPED) and info.get("environment") != identity.environment():
+            stale.append((path, error))
+    return stale
+
+
+def forget(stale: list[tuple[Path, str]], sidecars: Iterable[str | Path]) -> None:
+    """Delete the ``stale`` failed sidecars and those of the steps skipped below them, so that Snakemake reruns
+    those steps (it would not rerun a step whose sidecar alone is missing while the ones below it are there)."""
+    for path in _not_ok(sidecars):
+        if any(path == retried or retried.parent in path.parents for retried, _ in stale):
+            path.unlink(missing_ok=True)
+
+
+def _not_ok(sidecars: Iterable[str | Path]) -> dict[Path, dict]:
+    """The failed and unsupported sidecars among ``sidecars``, parsed (most are ok: those are not)."""
+    found = {}
+    for path in map(Path, sidecars):
+        try:
+            raw = path.read_bytes()
+            info = json.loads(raw) if b'"failed"' in raw or b'"unsupported"' in raw else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and info.get("status") in ("failed", "unsupported"):
+            found[path] = info
+    return found
 
 
 def last_error(log: Path) -> str:

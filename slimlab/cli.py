@@ -14,12 +14,14 @@
 """
 
 import argparse
+import importlib
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from slimlab import zygote
+from slimlab import job, zygote
 from slimlab.errors import SlimlabError
 
 
@@ -120,30 +122,8 @@ def cmd_mark_failed(args) -> None:
     print(f"{args.output}: recorded the failed step")
 
 
-def bench_progress(record: Path, device: str, settings: dict, threads: int):
-    """A live line on stderr while ``record`` is measured (its path goes to the job log). The payload reports only
-    when it is done, so the bar is the time elapsed over the shortest timed window the settings allow
-    (``min_seconds``), labelled as the estimate it is."""
-    from rich.console import Console
-    from rich.progress import Progress, ProgressBar, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    class EstimatedWindow(ProgressColumn):
-        def render(self, task):
-            return ProgressBar(total=task.total, completed=min(task.elapsed or 0.0, task.total or 0.0), width=24)
-
-    console = Console(stderr=True)
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), EstimatedWindow(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[window]}"), console=console, transient=True,
-                        disable=not console.is_terminal)  # a job log gets the record's path and result only
-    progress.console.print(f"bench: {record}", highlight=False, soft_wrap=True)
-    window = f"of ≥{settings['min_seconds']:g} s timed (estimate)" if settings["min_seconds"] \
-        else f"{settings['runs']} timed runs"
-    progress.add_task(f"{device} · {settings['option_set']} · {threads}t",
-                      total=settings["min_seconds"] or None, window=window)
-    return progress
-
-
 def cmd_bench(args) -> None:
+    from slimlab import progress
     from slimlab.lab import bench, devices
 
     inventory = devices.load_inventory(args.inventory)
@@ -151,7 +131,7 @@ def cmd_bench(args) -> None:
         raise SlimlabError(f"{args.inventory}: no device named {args.device!r}")
     device = inventory[args.device]
     settings = {**bench.measurement_settings(device, args.settings), "option_set": args.settings["option_set"]}
-    with bench_progress(args.output, args.device, settings, args.threads):
+    with progress.bench(args.output, args.device, settings, args.threads):
         record = bench.run(device, args.artifact, args.threads, args.settings, args.output)
     if record.status == "ok":
         print(f"{args.output}: median {record.latency.median_ms:.4g} ms over {record.latency.n} runs")
@@ -186,39 +166,40 @@ def cmd_failures(args) -> int:
     return 1 if failed else 0
 
 
-def series_progress(series: list[dict]):
-    """Yields the nightly's series, showing on stderr which one is being measured, of how many."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("nightly series"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=Console(stderr=True)) as progress:
-        task = progress.add_task("", total=len(series))
-        for item in series:
-            progress.update(task, description=f"{item['recipe']} · {item['format']}")
-            yield item
-            progress.advance(task)
-
-
 def cmd_nightly_run(args) -> int:
-    from slimlab.lab import nightly, verdict
-
-    thresholds = verdict.Thresholds(min_effect=args.min_effect, confidence=args.confidence)
-    extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
-    snakemake = [sys.executable, "-m", "snakemake", *(extra or ["--workflow-profile", "profiles/nightly"])]
+    """Exit 0 ok, 1 a regression, 2 anything else: a failure of the nightly's own (a lock, a missing workflow, a
+    damaged state file, a bug) is one line and 2, never a traceback and never 1."""
     try:
-        code = nightly.run(Path.cwd(), args.state, snakemake, args.rounds, thresholds, track=series_progress)
-    except nightly.Busy as exc:
-        print(f"slimlab: error: {exc}", file=sys.stderr)
-        return nightly.EXIT_INFRA
-    runs = sorted((args.state / "runs").iterdir())
-    print((runs[-1] / "verdict.md").read_text())
-    return code
+        from slimlab import nightly, progress
+        from slimlab.lab import verdict
+
+        thresholds = verdict.Thresholds(min_effect=args.min_effect, confidence=args.confidence)
+        extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
+        snakemake = nightly.snakemake_command(Path.cwd(), extra)
+        code = nightly.run(Path.cwd(), args.state, snakemake, args.rounds, thresholds, track=progress.series)
+        runs = sorted((args.state / "runs").iterdir())
+        print((runs[-1] / "verdict.md").read_text())
+        return code
+    except Exception as exc:
+        return _nightly_failed(exc, args.state)
+
+
+def _nightly_failed(exc: Exception, state: Path) -> int:
+    """One line and exit 2 (1 is a regression); an unexpected error's traceback goes to ``state/error.log``."""
+    line = str(exc) if isinstance(exc, SlimlabError) else f"the nightly failed unexpectedly: {one_line(exc)}"
+    try:
+        if not isinstance(exc, SlimlabError):
+            with open(state / "error.log", "a") as log:
+                traceback.print_exception(exc, file=log)
+            line += f" (the traceback is in {state / 'error.log'})"
+    except OSError:
+        pass
+    print(f"slimlab: error: {line}", file=sys.stderr)
+    return 2
 
 
 def cmd_nightly_accept(args) -> None:
-    from slimlab import report
-    from slimlab.lab import nightly
+    from slimlab import nightly, report
 
     plan = report.read_plan(Path("results/report/deployables.json"))
     accepted = nightly.Baseline(args.state).accept(plan, args.reason, args.run)
@@ -315,8 +296,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=_positive_int, default=10, help="alternating baseline/candidate rounds")
     p.add_argument("--min-effect", type=float, default=0.03, help="the smallest change worth an alert (fraction)")
     p.add_argument("--confidence", type=float, default=0.99, help="of the bootstrap interval")
-    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="after --: how to run snakemake "
-                   "(default: --workflow-profile profiles/nightly)")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="after --: how to run snakemake (default: "
+                   "--workflow-profile profiles/nightly, the folder's own else slimlab's; a folder without a "
+                   "Snakefile runs slimlab's workflow in it)")
     p.set_defaults(func=cmd_nightly_run)
     p = nightly.add_parser("accept", help="make the current artifacts the baseline; logs who, when and why")
     p.add_argument("--reason", required=True, help="why this is the new baseline (kept in the audit log)")
@@ -356,6 +338,27 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def preload() -> None:
+    """What a zygote imports once for all its children: the commands and the built-in plugins. A module that
+    fails to import is left to the job that needs it, which reports the error in its own log."""
+    try:
+        import rich.progress  # noqa: F401  (bench jobs' progress line)
+
+        from slimlab import progress, registry, stages  # noqa: F401
+        from slimlab.lab import bench  # noqa: F401
+
+        for name in registry.builtin_plugins():
+            importlib.import_module(name)
+    except Exception:  # any failure: the job that imports the module reports it in its own log
+        pass
+
+
+def one_line(exc: BaseException) -> str:
+    """``TypeError: f() got an unexpected keyword argument 'x'``: an unexpected error as its own first line."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
@@ -364,11 +367,10 @@ def main(argv: list[str] | None = None) -> int:
             # TensorFlow reads these when it starts: parallel jobs do not oversubscribe the cores.
             os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(args.threads))
             os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(args.threads, 2)))
-        # The client's start, not the zygote child's: what the job really waited for.
-        os.environ.setdefault("SLIMLAB_JOB_STARTED", str(zygote.job_started()))
+        job.mark_started()
         if zygote.enabled():
             code = zygote.run(argv, zygote.kind_for(args.command, getattr(args, "step", None),
-                                                    getattr(args, "input", None)))
+                                                    getattr(args, "input", None)), entry=__spec__.name)
             if code is not None:  # None: no zygote served, so run here
                 return code
     try:
@@ -376,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     except SlimlabError as exc:
         print(f"slimlab: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a plugin's bug: the traceback for its author, then the cause as the job's error line
+        traceback.print_exc()
+        print(f"slimlab: error: {one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

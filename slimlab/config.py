@@ -2,7 +2,9 @@
 
 The schemas live in ``workflow/schemas/``. The part of the config schema that the
 plugins own is generated: ``bench.options.<format>`` comes from each registered
-format's runtime options model.
+format's runtime options model. The measurement keys are defined once, in the config
+schema's ``$defs.measurement``: they are put into its ``bench`` block, and without their
+defaults into every device of the inventory schema.
 """
 
 import copy
@@ -16,6 +18,7 @@ import yaml
 
 from slimlab import formats
 from slimlab.errors import ConfigError
+from slimlab.records import MEASUREMENT_KEYS
 
 # A YAML file is read whole: larger than this, it is not a config.
 MAX_YAML_BYTES = 4 << 20
@@ -124,16 +127,45 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": fill_defaults})
 
 
+def _load(name: str) -> dict:
+    return yaml.safe_load((resources.files("slimlab.schemas") / name).read_text())
+
+
+@cache
+def _measurement() -> dict:
+    """The measurement keys' rules, with their defaults: the config schema's ``$defs.measurement``."""
+    rules = _load("config.schema.yaml")["$defs"]["measurement"]
+    if tuple(rules) != MEASUREMENT_KEYS:
+        raise RuntimeError(f"config.schema.yaml: $defs.measurement defines {list(rules)}; "
+                           f"slimlab.records.MEASUREMENT_KEYS names {list(MEASUREMENT_KEYS)}")
+    return rules
+
+
+def _insert(properties: dict, added: dict, before: str) -> dict:
+    """``properties`` with ``added`` in front of the key ``before``. The order is kept: of several errors,
+    the first of the best is the one reported."""
+    items = list(properties.items())
+    at = list(properties).index(before)
+    return dict(items[:at] + list(copy.deepcopy(added).items()) + items[at:])
+
+
 @cache
 def schema(name: str) -> dict:
     """A schema from ``workflow/schemas``, with its generated parts filled in."""
-    text = (resources.files("slimlab.schemas") / name).read_text()
-    loaded = yaml.safe_load(text)
+    loaded = _load(name)
     if "runtime_options" in loaded.get("$defs", {}):
         loaded["$defs"]["runtime_options"] = {
             "type": "object", "additionalProperties": False, "properties": formats.options_schemas(),
             "description": "runtime options per format, each format's own (slimlab plugins)",
         }
+    if name == "config.schema.yaml":
+        bench = loaded["properties"]["bench"]
+        bench["properties"] = _insert(bench["properties"], _measurement(), before="options")
+    elif name == "devices.schema.yaml":
+        # A device's measurement key overrides the config's; one it leaves out must keep the config's value.
+        overrides = {key: {k: v for k, v in rule.items() if k != "default"} for key, rule in _measurement().items()}
+        device = loaded["properties"]["devices"]["additionalProperties"]
+        device["properties"] = _insert(device["properties"], overrides, before="emulated")
     return loaded
 
 

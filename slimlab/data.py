@@ -37,6 +37,15 @@ class DatasetParams(pydantic.BaseModel):
 
 @dataclass(frozen=True)
 class Dataset:
+    """A data set; ``register(Dataset(name, load, Params, digest=...))`` from ``register_datasets``.
+
+    ``load(params) -> (x, y)`` or ``(x, y, x_test, y_test)``: images as NHWC (or (N, H, W), or (N, features))
+    numbers, labels as class indices from 0; ``params`` is an instance of ``Params`` (a :class:`DatasetParams`),
+    validated when the config loads. Raise :class:`slimlab.errors.ConfigError` for a problem with the user's
+    data (a missing file, a bad shape): one line naming it. ``digest(params) -> str``, optional, hashes the data's
+    content, so that changed data reruns everything made from it. The data is checked after ``load``.
+    """
+
     name: str
     load: Callable[[DatasetParams], tuple]
     params: type[DatasetParams] = DatasetParams

@@ -19,6 +19,13 @@ class ArtifactError(SlimlabError):
     """A model file or its sidecar is missing, truncated or corrupt."""
 
 
+class Unsupported(ArtifactError):
+    """A known limit: this model can never become this format, as things are installed (a converter that refuses
+    the model's kind, an op the target lacks). Raise it from a stage with the reason; the step is recorded as
+    ``unsupported``, not failed: the report and the deployables say why, and neither the run nor the nightly
+    counts it as a failure. It is tried again when the installed packages or plugins change."""
+
+
 class DeviceError(SlimlabError):
     """A device could not be reached or a command on it failed."""
 

@@ -7,17 +7,18 @@ A :class:`Format` owns everything about its kind of model:
   predicting on the host and reading the stored weights;
 - its runtime options, as a pydantic model: the config schema of
   ``bench.options.<format>`` and the payload's check are generated from it;
-- its on-device runtime adapter (a source file pushed inside the payload).
+- its on-device runtime adapter (a source file pushed inside the payload);
+- its ``convert.<format>`` stage, as ``converter``.
 
-- its ``convert.<format>`` stage, as ``converter``. Layout:
-every ``predict`` takes the Keras NHWC batch; a runtime that wants another
+Layout: every ``predict`` takes the Keras NHWC batch; a runtime that wants another
 layout transposes it inside its format, once, so users never do.
 """
 
-import importlib
+import importlib.util
+import sys
 import tempfile
 from functools import cache
-from importlib.resources import files
+from importlib.resources import as_file, files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,20 @@ class RuntimeOptions(pydantic.BaseModel):
 
 
 class Format:
-    """Subclass per format and ``register(MyFormat())`` from ``register_formats``."""
+    """A model format; subclass it and ``register(MyFormat())`` from ``register_formats``.
+
+    Class attributes: ``name`` (configs' ``formats:`` and devices' ``runtimes:``), ``filenames`` (the main file
+    first), ``Options`` (a :class:`RuntimeOptions` model: the schema of ``bench.options.<name>``),
+    ``runtime_adapter`` (the path of the file holding its device adapter, ``class Adapter(Runtime)``; it is
+    pushed inside the payload and also runs ``predict`` on the host), ``converter`` (its ``convert.<name>``
+    :class:`slimlab.stages.Stage`, registered with the stages; None if nothing converts to it) and
+    ``predict_options`` (the runtime options host-side ``predict`` uses).
+
+    Methods: ``save(model, folder)`` writes the files (each atomically: :func:`slimlab.atomic.write_bytes`);
+    ``load(folder)`` reads them back, raising :class:`slimlab.errors.ArtifactError` naming a bad file;
+    ``predict(model, x)``, ``weights(model)``, ``macs(model)``, ``input_spec(model)`` and
+    ``device_input_shape(nhwc)`` as documented on each. Only ``save`` and ``load`` are required.
+    """
 
     name: str
     filenames: tuple[str, ...]  # the main file first
@@ -59,13 +73,13 @@ class Format:
     def predict(self, model: Any, x: np.ndarray) -> np.ndarray:
         """Logits for an NHWC float batch, one row per sample.
 
-        A format whose runtime adapter ships in slimlab's payload predicts with that adapter (with
-        ``predict_options``), the code that runs the model on devices, so the host's logits and a device's
-        evaluation come from the same lines. Other formats implement this.
+        A format with a ``runtime_adapter`` predicts with that adapter (with ``predict_options``), the code that
+        runs the model on devices, so the host's logits and a device's evaluation come from the same lines; a
+        third-party adapter is found through its format. A format without one implements this.
         """
         if self.runtime_adapter is None:
             raise NotImplementedError(f"format {self.name!r} cannot predict")
-        runtime = importlib.import_module(f"slimlab_payload.runtimes.{self.name}").Adapter(np)
+        runtime = adapter_module(self.name, self.runtime_adapter).Adapter(np)
         with tempfile.TemporaryDirectory(prefix=f"slimlab-{self.name}-") as tmp:
             self.save(model, Path(tmp))
             runtime.load([str(path) for path in self.paths(Path(tmp))], 1, self.predict_options)
@@ -96,7 +110,7 @@ class Format:
 
 
 class BytesFormat(Format):
-    """A format whose model is one file's bytes (TFLite, ONNX, MNN): subclasses only check them."""
+    """A format whose model is one file's bytes (TFLite, ONNX, MNN): subclasses implement ``check(data)``."""
 
     def check(self, data: bytes) -> None:
         """Raise anything, with a message, if ``data`` is not a valid model of this format."""
@@ -128,6 +142,25 @@ def options_schema(model: type[pydantic.BaseModel]) -> dict:
         if "description" in spec:
             properties[name]["description"] = spec["description"]
     return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+@cache
+def adapter_module(name: str, source: Traversable | Path):
+    """A format's runtime adapter, imported on the host from its own file under the name it has in the payload
+    (``slimlab_payload.runtimes.<name>``), so a third-party adapter runs here exactly as on a device."""
+    module_name = f"slimlab_payload.runtimes.{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    with as_file(source) as path:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+    return module
 
 
 def builtin_adapter(name: str) -> Traversable:

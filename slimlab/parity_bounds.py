@@ -5,7 +5,7 @@ evaluation of an artifact (``device_eval``) by the same numbers.
 """
 
 # Float models must be numerically the same model; reduced-precision ones (fp16,
-# int8 weights) only need to agree on the predicted class.
+# int8 weights, or fp16 runtime options on a GPU) only need to agree on the predicted class.
 FLOAT_BOUNDS = {"min_agreement": 0.995, "max_abs_diff_rel": 1e-3}
 QUANTIZED_BOUNDS = {"min_agreement": 0.98, "max_abs_diff_rel": None}
 
@@ -13,6 +13,16 @@ QUANTIZED_BOUNDS = {"min_agreement": 0.98, "max_abs_diff_rel": None}
 def is_quantized(lineage, reduced_precision: bool = False) -> bool:
     """Whether the quantized bounds apply: the converter reduced precision, or a step of the lineage quantized."""
     return reduced_precision or any(step.stage.startswith("quantize.") for step in lineage)
+
+
+# ncnn's fp16 flags (each on unless an option set turns it off): on a Vulkan GPU they store and compute in fp16.
+GPU_FP16_FLAGS = ("use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packed")
+
+
+def reduced_precision_options(options: dict) -> bool:
+    """Whether runtime options run a float model in reduced precision: ncnn on a Vulkan GPU with fp16 storage or
+    arithmetic, as ncnn does there unless told not to."""
+    return bool(options.get("use_vulkan_compute")) and any(options.get(flag, True) for flag in GPU_FP16_FLAGS)
 
 
 def bounds(quantized: bool) -> dict:

@@ -99,13 +99,16 @@ def resolve_params(name: str, params: dict, config: dict) -> dict:
 def build_plan(config: dict) -> Plan:
     """Validate every recipe against the registered stages and lay out its artifact paths."""
     stages = registry.stages()
-    for name in config.get("stage_defaults", {}):
-        if name not in stages:
-            raise ConfigError(f"stage_defaults.{name}: no such stage; registered: {', '.join(sorted(stages))}")
-    for fmt in config["formats"]:
-        if fmt not in registry.formats():
-            raise ConfigError(f"formats: {fmt!r} is not a registered format; registered: "
-                              f"{', '.join(sorted(registry.formats()))}")
+    try:
+        for name in config.get("stage_defaults", {}):
+            registry.lookup(stages, name, "stage")
+    except PluginError as exc:
+        raise ConfigError(f"stage_defaults.{name}: {exc}") from None
+    try:
+        for fmt in config["formats"]:
+            registry.lookup(registry.formats(), fmt, "format")
+    except PluginError as exc:
+        raise ConfigError(f"formats: {exc}") from None
     plan = Plan()
     dataset = dataset_spec(config)
     for recipe, raw_steps in config["recipes"].items():

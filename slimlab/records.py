@@ -18,6 +18,12 @@ from slimlab.atomic import write_bytes
 from slimlab.errors import ArtifactError
 
 SCHEMA_VERSION = 2
+# The measurement settings, named once. The config's `bench` block sets each and a device in the inventory may
+# override each: both schemas take their rules from `$defs.measurement` in workflow/schemas/config.schema.yaml
+# (slimlab.config.schema checks that it names these keys). A record is at one thread count, so it keeps the
+# others as its `settings`.
+MEASUREMENT_KEYS = ("threads", "warmup", "runs", "min_seconds", "max_samples", "timeout_s", "noisy_cv")
+RECORD_SETTINGS = tuple(key for key in MEASUREMENT_KEYS if key != "threads")
 
 
 def now() -> str:
@@ -108,9 +114,11 @@ class ParamCount(pydantic.BaseModel):
 class Sidecar(Record):
     """``artifact.json``: what an artifact is, where it came from, and what it measured."""
 
-    status: Literal["ok", "failed"] = "ok"
+    status: Literal["ok", "failed", "unsupported"] = "ok"
     format: str
-    error: str | None = None  # a failed step's one-line message
+    error: str | None = None  # a failed or unsupported step's one-line message
+    # A failed step's environment (slimlab.identity.environment): the workflow retries it once that changes.
+    environment: str | None = None
     files: dict[str, FileInfo] = {}
     lineage: list[Step]
     dataset: dict
@@ -207,7 +215,7 @@ class BenchTarget(Record):
     format: str
     option_set: str
     threads: int
-    settings: dict  # warmup, runs, min_seconds, timeout_s, noisy_cv, max_samples
+    settings: dict  # RECORD_SETTINGS: the measurement settings it ran with
     emulated: Emulation | None = None  # the device is an emulator: its latency is not a device figure
 
 

@@ -7,8 +7,8 @@ from typing import Any, Callable
 
 import pydantic
 
-from slimlab import artifacts, data, registry, zygote
-from slimlab.errors import ConfigError, validated
+from slimlab import artifacts, data, job, registry
+from slimlab.errors import ConfigError, Unsupported, validated
 from slimlab.records import Sidecar, Step
 
 
@@ -24,7 +24,13 @@ class NoParams(StageParams):
 
 @dataclass
 class StageContext:
-    """What a stage may use besides its input: the data splits, a seed and a place for extra metrics."""
+    """What a stage may use besides its input.
+
+    ``splits``: the data set's fixed train/val/test split (:class:`slimlab.data.Splits`: ``x_train``, ``y_train``,
+    ``x_val``, ``y_val``, ``x_test``, ``y_test``, ``num_classes``, ``input_shape``); ``seed``: the seed to draw
+    anything random from; ``workdir``: the new artifact's folder (extra files may go there, e.g. a CSV the sidecar's
+    metrics name); ``record(**numbers)``: adds JSON-serialisable numbers to the new sidecar's ``metrics``.
+    """
 
     splits: data.Splits
     seed: int
@@ -38,7 +44,19 @@ class StageContext:
 
 @dataclass(frozen=True)
 class Stage:
-    """A named step. ``run(artifact, params, ctx)`` returns a model of format ``output``.
+    """A named recipe step; ``register(Stage(name, run, Params, inputs=..., output=...))``.
+
+    ``run(artifact, params, ctx)`` makes the step's model:
+
+    - ``artifact``: the verified input (``.model`` the model in its format's in-memory form, ``.kind`` its format,
+      ``.info`` its sidecar, ``.paths`` its files, ``.lineage`` its steps, ``.test_logits`` its logits on the
+      test split), or None for a source stage;
+    - ``params``: an instance of ``params`` (a :class:`StageParams`), validated when the config loaded;
+    - ``ctx``: a :class:`StageContext`;
+    - returns the new model in the in-memory form of format ``output`` (a tf_keras model for ``keras``, the
+      file's bytes for TFLite/ONNX/MNN, whatever the format's ``save`` takes); the host saves, measures and
+      records it. It raises a :class:`slimlab.errors.SlimlabError` for a failure the user can act on (shown as
+      its message), anything else for a bug (shown as its type and message); either fails this step alone.
 
     ``inputs`` lists the formats it accepts; an empty tuple makes it a source
     stage (like ``train``) that starts a recipe. ``output`` is a format name, or
@@ -74,7 +92,8 @@ class Stage:
 def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> artifacts.Artifact | Sidecar:
     """Run one recipe step (``{"stage", "params", "changed", "code", "dataset"}``) and write its artifact.
 
-    If the input artifact is a failed one, nothing runs: the output is failed too, naming the first failure.
+    If the input artifact is a failed (or unsupported) one, nothing runs: the output is too, naming the first
+    failure. A stage that raises :class:`slimlab.errors.Unsupported` leaves an ``unsupported`` sidecar.
     """
     stage = registry.lookup(registry.stages(), step["stage"], "stage")
     params = stage.validate(step.get("params"), f"step {step['stage']}")
@@ -86,16 +105,21 @@ def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> ar
     if not stage.is_source:
         parent = artifacts.read_sidecar(input_sidecar)
         lineage = parent.lineage
-        if parent.status == "failed":
-            message = parent.error if parent.error.startswith("skipped:") else f"skipped: {parent.error}"
-            return artifacts.write_failed(output_sidecar, stage.output_for(params), [*lineage, entry], dataset, message)
+        if parent.status != "ok":
+            message = parent.error if parent.error.startswith(artifacts.SKIPPED) else f"{artifacts.SKIPPED} {parent.error}"
+            return artifacts.write_failed(output_sidecar, stage.output_for(params), [*lineage, entry], dataset, message,
+                                          status=parent.status)
         source = artifacts.Artifact.load(input_sidecar)
         if source.kind not in stage.inputs:
             raise ConfigError(f"stage {stage.name!r} takes {', '.join(stage.inputs)}, but {input_sidecar} is {source.kind}")
     ctx = StageContext(splits=data.load_spec(dataset), seed=dataset["seed"], workdir=output_sidecar.parent)
     began = time.time()
-    model = stage.run(source, params, ctx)
-    timing = {"startup_s": round(began - zygote.job_started(), 3), "work_s": round(time.time() - began, 3)}
+    try:
+        model = stage.run(source, params, ctx)
+    except Unsupported as exc:  # a known limit, not a failure: recorded as such, and the job succeeds
+        return artifacts.write_failed(output_sidecar, stage.output_for(params), [*lineage, entry], dataset, str(exc),
+                                      status="unsupported")
+    timing = {"startup_s": round(began - job.started(), 3), "work_s": round(time.time() - began, 3)}
     return artifacts.write(output_sidecar.parent, stage.output_for(params), model, lineage=[*lineage, entry],
                            dataset=dataset, splits=ctx.splits, metrics=ctx.metrics, timing=timing)
 
@@ -106,5 +130,6 @@ def mark_failed(step: dict, input_sidecar: Path | None, output_sidecar: Path, er
     lineage = artifacts.read_sidecar(input_sidecar).lineage if input_sidecar else []
     entry = Step(stage=stage.name, params=step.get("params", {}), changed=step.get("changed", {}),
                  code=step.get("code"), artifact=str(Path(output_sidecar).parent))
-    kind = stage.output_for(stage.validate(step.get("params"), f"step {stage.name}"))
+    # The plan's own record of the output format: validating the params again could fail on what broke the step.
+    kind = step.get("output") or stage.output_for(stage.validate(step.get("params"), f"step {stage.name}"))
     return artifacts.write_failed(Path(output_sidecar), kind, [*lineage, entry], step["dataset"], error)

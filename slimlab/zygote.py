@@ -21,6 +21,10 @@ a job in another network namespace gets new zygotes; the child takes the job's u
 cores and priority too.
 ``SLIMLAB_ZYGOTE=0`` turns them off, and so does a Slurm job (:func:`enabled`); if none
 can be reached, the command runs in the job's own process, as without them.
+
+This module knows nothing of slimlab's commands: the client names an *entry* module
+(the CLI) that provides ``preload()``, run once in the server, and ``main(argv) -> int``,
+run in each child. A child that raises prints its traceback into the job's log.
 """
 
 import array
@@ -37,6 +41,7 @@ import sys
 import sysconfig
 import threading
 import time
+import traceback
 from pathlib import Path
 
 IDLE_S = 600.0
@@ -69,22 +74,13 @@ def kind_for(command: str, step: dict | None = None, input_sidecar: Path | None 
     return "tensorflow" if keras_input else "plain"
 
 
-def job_started() -> float:
-    """When this job's process started (epoch seconds): the job's own, even in a zygote's child."""
-    if "SLIMLAB_JOB_STARTED" in os.environ:
-        return float(os.environ["SLIMLAB_JOB_STARTED"])
-    ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-    uptime = float(Path("/proc/uptime").read_text().split()[0])
-    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
-
-
 # What decides where a child finds its modules: jobs that differ in these get different zygotes.
 IMPORT_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONNOUSERSITE", "VIRTUAL_ENV")
 
 
-def socket_path(kind: str) -> Path:
+def socket_path(kind: str, entry: str) -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/slimlab-{os.getuid()}"
-    imports = "\0".join(os.environ.get(name, "") for name in IMPORT_ENV)
+    imports = "\0".join([entry, *(os.environ.get(name, "") for name in IMPORT_ENV)])
     # A job in another network, mount or PID namespace (`ip netns exec`, a container) gets a zygote started there.
     namespaces = "\0".join(_namespace(name) for name in ("net", "mnt", "pid", "user", "uts", "ipc"))
     key = hashlib.sha256(f"{sys.executable}\0{sys.version}\0{imports}\0{namespaces}".encode()).hexdigest()[:12]
@@ -116,10 +112,10 @@ def sources() -> dict[str, int]:
 # --- client -------------------------------------------------------------------------------
 
 
-def run(argv: list[str], kind: str) -> int | None:
-    """Run ``slimlab argv`` in a child of the ``kind`` zygote; its exit status, or None if no zygote served."""
+def run(argv: list[str], kind: str, entry: str) -> int | None:
+    """Run ``entry.main(argv)`` in a child of the ``kind`` zygote; its exit status, or None if no zygote served."""
     try:
-        conn = _connect(socket_path(kind), kind)
+        conn = _connect(socket_path(kind, entry), kind, entry)
     except OSError:
         return None
     with conn:
@@ -142,7 +138,7 @@ def run(argv: list[str], kind: str) -> int | None:
         return None  # the zygote went away mid-job, or its code is stale: run here instead
 
 
-def _connect(path: Path, kind: str) -> socket.socket:
+def _connect(path: Path, kind: str, entry: str) -> socket.socket:
     try:
         return _open(path)
     except OSError:
@@ -153,7 +149,7 @@ def _connect(path: Path, kind: str) -> socket.socket:
         try:
             return _open(path)
         except OSError:
-            server = _start(path, kind)
+            server = _start(path, kind, entry)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -174,22 +170,23 @@ def _open(path: Path) -> socket.socket:
     return conn
 
 
-def _start(path: Path, kind: str) -> subprocess.Popen:
+def _start(path: Path, kind: str, entry: str) -> subprocess.Popen:
     log = path.with_suffix(".log").open("ab")
     # -P: no working directory on sys.path, which would follow the first job's folder into every child.
-    return subprocess.Popen([sys.executable, "-P", "-m", "slimlab.zygote", str(path), kind], stdin=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-P", "-m", "slimlab.zygote", str(path), kind, entry], stdin=subprocess.DEVNULL,
                             stdout=log, stderr=log, start_new_session=True, close_fds=True)
 
 
 # --- server -------------------------------------------------------------------------------
 
 
-def serve(path: Path, kind: str) -> None:
+def serve(path: Path, kind: str, entry: str) -> None:
     """Preload, listen, fork one child per request, report each child's status to its job. A request that
     finds the loaded code changed on disk is turned away, and the zygote stops taking new ones."""
     for module in PRELOAD[kind]:
         __import__(module)
-    _preload_slimlab()
+    commands = importlib.import_module(entry)
+    commands.preload()
     loaded = sources()
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -218,25 +215,10 @@ def serve(path: Path, kind: str) -> None:
             pid = os.fork()
             if pid == 0:
                 listener.close()
-                _child(conn)
+                _child(conn, commands.main)
             jobs[pid] = conn
     if listener:
         _stop_listening(listener, path, bound)
-
-
-def _preload_slimlab() -> None:
-    """Import slimlab's commands and built-in plugins. A module that fails to import is left to the job that
-    needs it, which reports the error in its own log."""
-    try:
-        import rich.progress  # noqa: F401  (bench jobs' progress line)
-
-        from slimlab import cli, registry, stages  # noqa: F401
-        from slimlab.lab import bench  # noqa: F401
-
-        for name in registry.builtin_plugins():
-            importlib.import_module(name)
-    except Exception:  # any failure: the job that imports the module reports it in its own log
-        pass
 
 
 def _stop_listening(listener: socket.socket, path: Path, bound: int) -> None:
@@ -264,8 +246,8 @@ def _reap(jobs: dict[int, socket.socket]) -> None:
             conn.close()
 
 
-def _child(conn: socket.socket) -> None:
-    """In the forked child: become the job (its fds, cwd, env), then run the slimlab command."""
+def _child(conn: socket.socket, main) -> None:
+    """In the forked child: become the job (its fds, cwd, env), then run ``main(argv)``."""
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -295,11 +277,11 @@ def _child(conn: socket.socket) -> None:
         os.setsid()
         # The job's end (killed by Snakemake, a timeout, Ctrl-C) closes its connection: end this child too.
         threading.Thread(target=_die_with_job, args=(conn,), daemon=True).start()
-        from slimlab import cli
-
-        code = cli.main(request["argv"])
+        code = main(request["argv"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # anything else is the job's crash: its log shows why, as without a zygote
+        traceback.print_exc()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -315,4 +297,4 @@ def _die_with_job(conn: socket.socket) -> None:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), sys.argv[2])
+    serve(Path(sys.argv[1]), sys.argv[2], sys.argv[3])

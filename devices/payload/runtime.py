@@ -1,9 +1,10 @@
 """What a runtime adapter implements, and the checks every adapter shares.
 
-An adapter is one module ``slimlab_payload/runtimes/<format>.py`` holding a class
-``Adapter(Runtime)``. Its options were validated on the host against the format's
-options model; the payload checks them again against the same schema, shipped
-beside the adapter as ``<format>.options.json``, because the payload may run a
+An adapter is one file holding a class ``Adapter(Runtime)``: the file a format names as
+its ``runtime_adapter``. The payload carries it as ``slimlab_payload/runtimes/<format>.py``
+and the host imports it under that name to predict. Its options were validated on the host
+against the format's options model; the payload checks them again against the same schema,
+shipped beside the adapter as ``<format>.options.json``, because the payload may run a
 different runtime version than the host expects.
 """
 
@@ -64,12 +65,26 @@ def check_options(runtime: str, options: dict, schema: dict) -> dict:
 
 
 class Runtime(ABC):
-    """One runtime: ``__init__`` imports it (untimed), ``load`` is timed as init, ``feed`` sets a random
-    input (untimed), ``invoke`` is one timed inference, ``applied`` reads the options back from the runtime,
-    ``predict`` runs one real sample.
+    """A format's device adapter: ``class Adapter(Runtime)`` in the file its format names as ``runtime_adapter``.
 
-    ``module`` names the runtime's Python module: ``__init__`` imports it as ``self.lib`` and records
-    its version, or says that the device lacks it.
+    It runs on the device with NumPy and its runtime only (no slimlab), so it imports from
+    ``slimlab_payload.runtime``. The payload calls, in this order:
+
+    - ``Adapter(np)``: imports the runtime (untimed). Set ``module`` to have it imported as ``self.lib`` with its
+      version in ``self.version`` (else set ``version``); a missing runtime raises :class:`PayloadError`;
+    - ``load(files, threads, options)``: the model's files on the device (main first, as the format's
+      ``filenames``), the thread count and the option set's options for this format (already checked against
+      the format's options schema); timed as init;
+    - ``feed(rng, input_shape)``: set a random input (``random_input`` draws one per tensor type) (untimed);
+      ``input_shape`` is the format's ``device_input_shape`` where the model file carries none, else None;
+    - ``invoke()``: one inference, timed; it must do the whole work every call;
+    - ``applied() -> dict``: the options as the runtime reports them back (the record's ``options.reported``);
+    - ``observed() -> dict``: runtime facts worth keeping besides the options (e.g. delegated nodes);
+    - ``memory() -> dict``: the runtime's own account of the memory it holds, where it gives one.
+
+    ``predict(sample) -> vector`` runs one real sample (NHWC, no batch axis) and returns its logits as float32;
+    the host's ``Format.predict`` and a device's evaluation both go through it. Without it the format cannot be
+    evaluated. Raise :class:`PayloadError` for anything the user must fix (one line, exit 2).
     """
 
     module: str | None = None

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from slimlab import hookimpl
-from slimlab.errors import ArtifactError
+from slimlab.errors import ArtifactError, Unsupported
 from slimlab.formats import BytesFormat, RuntimeOptions, builtin_adapter
 from slimlab.kit import parity
 from slimlab.kit.export import keras_to_onnx
@@ -65,8 +65,8 @@ def convert_mnn(artifact, params: ConvertParams, ctx) -> bytes:
     """MNN model from TFLite or ONNX (fp16 / weight-quant options); parity is recorded."""
     if artifact.kind == "tflite" and has_integer_tensors(artifact.model):
         # Seen with MNN 3.6.1: int8 scales read as NaN, or the converter crashing (free(): invalid size).
-        raise ArtifactError("convert.mnn: MNN 3.6.1 cannot convert quantized TFLite models; convert the float "
-                            "model and use weight_quant_bits, or keep this model in LiteRT")
+        raise Unsupported("convert.mnn: MNN 3.6.1 cannot convert quantized TFLite models; convert the float "
+                          "model and use weight_quant_bits, or keep this model in LiteRT")
     framework = "TFLITE" if artifact.kind == "tflite" else "ONNX"
     source = keras_to_onnx(artifact.model) if artifact.kind == "keras" else artifact.model
     with tempfile.TemporaryDirectory(prefix="slimlab-mnn-") as tmp:

@@ -8,7 +8,7 @@ is run (pnnx is installed with ``--no-deps``), with ``fp16=0`` for fp32 weights 
 ``fp16_storage``. int8: the ncnn and pnnx wheels ship no ``ncnn2table``/``ncnn2int8``.
 
 Runtime options are ``ncnn.Option`` fields, set before the model loads; unset ones keep
-ncnn's defaults (which turn fp16 on where the CPU has it).
+ncnn's defaults (which turn fp16 on where the CPU, or with ``use_vulkan_compute`` the GPU, has it).
 """
 
 import importlib.util
@@ -23,7 +23,7 @@ from pydantic import Field
 
 from slimlab import hookimpl
 from slimlab.atomic import write_bytes
-from slimlab.errors import ArtifactError
+from slimlab.errors import ArtifactError, Unsupported
 from slimlab.formats import Format, RuntimeOptions, builtin_adapter
 from slimlab.kit import parity
 from slimlab.kit.export import keras_to_onnx
@@ -68,7 +68,7 @@ def channel_first_input(onnx_bytes: bytes) -> tuple[bytes, list[int]]:
     graph = model.graph
     inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if len(inputs) != 1:
-        raise ArtifactError(f"convert.ncnn: the ONNX model has {len(inputs)} inputs; slimlab converts single-input models")
+        raise Unsupported(f"convert.ncnn: the ONNX model has {len(inputs)} inputs; slimlab converts single-input models")
     (original,) = inputs
     dims = [d.dim_value for d in original.type.tensor_type.shape.dim][1:]
     if len(dims) != 3:  # not an image: only fix the batch
@@ -160,7 +160,9 @@ def convert_ncnn(artifact, params: ConvertParams, ctx) -> NcnnModel:
 
 
 # The ncnn.Option fields slimlab sets; each is true or false, unset keeps ncnn's default.
-FLAGS = ("use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packed", "use_packing_layout",
+# use_vulkan_compute runs on the device's Vulkan GPU (the adapter refuses where there is none); the fp16 flags,
+# on by default, then mean fp16 storage and arithmetic on the GPU.
+FLAGS = ("use_vulkan_compute", "use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packed", "use_packing_layout",
          "use_winograd_convolution", "use_sgemm_convolution", "lightmode")
 NcnnOptions = pydantic.create_model("NcnnOptions", __base__=RuntimeOptions, **{flag: (bool | None, None) for flag in FLAGS})
 

@@ -16,6 +16,7 @@ ops (ADD, MUL, MEAN, HARD_SWISH, QUANTIZE, ...) count 0.
 """
 
 import math
+import sys
 
 import numpy as np
 from pydantic import Field
@@ -94,7 +95,10 @@ class TfliteFormat(BytesFormat):
     def check(self, data: bytes) -> None:
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ValueError("no 'TFL3' flatbuffer identifier")
-        interpreter_class()(model_content=data).allocate_tensors()
+        interpreter = interpreter_class()
+        # Without the default XNNPACK delegate: a check runs at every config load, and the delegate logs a line.
+        resolver = sys.modules[interpreter.__module__].OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        interpreter(model_content=data, experimental_op_resolver_type=resolver).allocate_tensors()
 
     def input_spec(self, model: bytes) -> dict:
         detail = interpreter_class()(model_content=model).get_input_details()[0]

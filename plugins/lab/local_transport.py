@@ -33,6 +33,7 @@ def _die_with_parent() -> None:
 class LocalTransport(Transport):
     name = "local"
     default_workdir = "~/.cache/slimlab/device"
+    runs_on_host = True
 
     @property
     def workdir(self) -> Path:

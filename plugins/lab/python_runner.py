@@ -91,7 +91,7 @@ class PythonRunner(Runner):
         # Each file is pushed under its own sha256 name, so they are passed in order, main first.
         remote_files = [self.transport.push(path) for path in artifact.paths]
         # A remote device has its own Python; only a local one can share slimlab's.
-        python = self.settings.interpreter or (sys.executable if self.device.transport == "local" else "python3")
+        python = self.settings.interpreter or (sys.executable if self.transport.runs_on_host else "python3")
         cooldown = self.settings.cooldown
         argv = [
             python, remote_script, "--runtime", kind, "--model", *remote_files, "--threads", str(threads),

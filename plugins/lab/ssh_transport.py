@@ -36,7 +36,7 @@ import shlex
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import Field
@@ -97,11 +97,10 @@ class SSHTransport(ShellTransport):
     def target(self) -> str:
         return f"{self.user}@{self.settings.host}:{self.settings.port}"
 
-    @property
-    def workdir(self) -> PurePosixPath:
+    def requested_workdir(self) -> str:
         # sshd starts sessions and SFTP in the home folder: "~/x" is "x" there and "~" is ".", never a folder "~".
         text = self.device.workdir or self.default_workdir
-        return PurePosixPath((text[2:] or ".") if text == "~" or text.startswith("~/") else text)
+        return (text[2:] or ".") if text == "~" or text.startswith("~/") else text
 
     # --- connection ---------------------------------------------------------
 

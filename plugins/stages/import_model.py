@@ -10,14 +10,19 @@
   converters allow, and benchmarked (Keras-only stages refuse them when the config loads).
 
 The file's sha256 is part of the step's identity: a changed file reruns everything below
-it, and nothing else. A Keras 3 file with a layer tf_keras cannot reproduce is refused
-when the config loads. The model is checked against the data set when the artifact is
-built: its input shape (NHWC, the data's, fixed but for the batch), a float input, and, if
-you give ``input_range``, that the data's values lie in it; and that it runs on the data
-and gives one logit per class. A mismatch is one line; nothing is transposed or rescaled
+it, and nothing else. When the config loads, the file is opened, without TensorFlow: a
+``.tflite`` or ``.onnx`` by its runtime (no inference), a ``.keras`` archive's config and a
+``.h5``'s signature read, a folder looked into for ``saved_model.pb``; a file that is not the
+model its name says, or a Keras 3 file with a layer tf_keras cannot reproduce, is refused
+then. The model is checked against the data set when the artifact is built: its input
+shape (NHWC, the data's, fixed but for the batch), a float input, and, if you give
+``input_range``, that the data's values lie in it; and that it runs on the data and gives
+one logit per class. A mismatch is one line; nothing is transposed or rescaled
 behind your back.
 """
 
+import codecs
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,7 @@ from slimlab.kit.files import content_sha256, existing
 from slimlab.stages import Stage, StageParams
 
 SUFFIXES = {".keras": "keras", ".h5": "keras", ".hdf5": "keras", ".tflite": "tflite", ".onnx": "onnx"}
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class ImportParams(StageParams):
@@ -41,13 +47,15 @@ class ImportParams(StageParams):
     @field_validator("path")
     @classmethod
     def _importable(cls, path: str) -> str:
-        """A known kind of file; a Keras 3 archive's layers are checked now, from its config alone
-        (quick: without TensorFlow; the import checks each layer's options too)."""
-        if model_format(path) == "keras" and Path(path).is_file() and Path(path).suffix.lower() == ".keras":
+        """A known kind of model, opened now (quickly: without TensorFlow); a missing file is named with
+        its step by the content hash. A Keras 3 archive's layers are checked from its config alone (the
+        import checks each layer's options too)."""
+        kind = model_format(path)
+        if (file := Path(path).expanduser()).exists():
             try:
-                keras3.importable_config(path, quick=True)
-            except ArtifactError as exc:
-                raise ValueError(str(exc)) from None
+                check_file(file, kind)
+            except OSError as exc:  # unreadable: no permission, a device file
+                raise ValueError(f"{file}: cannot read it: {exc.strerror or exc}") from None
         return path
 
     @model_validator(mode="after")
@@ -58,25 +66,73 @@ class ImportParams(StageParams):
 
 
 def model_format(path: str) -> str:
-    """The format a model file is imported as, from its name (a folder is a SavedModel, whatever its name)."""
-    suffix = Path(path).suffix.lower()
-    if Path(path).is_dir() or not suffix:
+    """The format a model file is imported as, from its name (a folder is a SavedModel, whatever its name;
+    a missing path without a suffix is taken as one, so that it is reported missing)."""
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if path.is_dir() or (not suffix and not path.exists()):
         return "keras"
     if suffix in SUFFIXES:
         return SUFFIXES[suffix]
-    raise ValueError(f"cannot tell the format of {path!r}: give a .keras, .h5, .tflite or .onnx file, "
+    raise ValueError(f"{path} is not a model file slimlab can import: give a .keras, .h5, .tflite or .onnx file, "
                      "or a SavedModel folder")
 
 
-def load(path: Path, kind: str):
-    """The model in slimlab's in-memory form for ``kind``: a tf_keras model, or the file's bytes."""
-    if kind != "keras":
-        data = path.read_bytes()
+def looks_like(path: Path) -> str:
+    """What a file is, from its first bytes: for errors that say what was found instead of a model."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive"
+    if head.startswith(HDF5_SIGNATURE):
+        return "an HDF5 file"
+    if head[4:8] == b"TFL3":
+        return "a TFLite flatbuffer"
+    try:  # incremental: a character cut at the end of the head is still text
+        codecs.getincrementaldecoder("utf-8")().decode(head)
+    except UnicodeDecodeError:
+        return "binary data"
+    return "binary data" if b"\0" in head else "a text file"
+
+
+def check_file(path: Path, kind: str) -> None:
+    """One ValueError line if ``path`` is not the ``kind`` of model its name says. TFLite and ONNX files are
+    opened by their runtimes (no inference), Keras ones only looked into: loading them needs TensorFlow."""
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file() and not (path / "saved_model.pbtxt").is_file():
+            found = "a folder without saved_model.pb" if any(path.iterdir()) else "an empty folder"
+            raise ValueError(f"{path} is {found}, not a SavedModel folder")
+    elif kind != "keras":
         try:
-            formats.get(kind).check(data)
+            formats.get(kind).check(path.read_bytes())
         except Exception as exc:  # each runtime raises its own kinds for a bad file; the file is named either way
-            raise ArtifactError(f"import: {path} is not a valid {kind} model: {keras3.one_line(exc)}") from None
-        return data
+            raise ValueError(f"{path} is {looks_like(path)}, not a valid {kind} model: "
+                             f"{keras3.one_line(exc)}") from None
+    elif path.suffix.lower() == ".keras":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                archive = "config.json" in zf.namelist()
+        except zipfile.BadZipFile:
+            archive = False
+        if not archive:
+            raise ValueError(f"{path} is {looks_like(path)}, not a .keras archive (a zip holding config.json)")
+        try:
+            keras3.importable_config(path, quick=True)
+        except ArtifactError as exc:  # names the file
+            raise ValueError(str(exc)) from None
+        except (zipfile.BadZipFile, ValueError) as exc:  # config.json cut off, or not JSON
+            raise ValueError(f"{path}: its config.json cannot be read: {keras3.one_line(exc)}") from None
+    elif (found := looks_like(path)) != "an HDF5 file":
+        raise ValueError(f"{path} is {found}, not a Keras .h5 file (HDF5)")
+
+
+def load(path: Path, kind: str):
+    """The model in slimlab's in-memory form for ``kind``: a tf_keras model, or the file's bytes (checked
+    when the params were)."""
+    if kind != "keras":
+        return path.read_bytes()
     try:
         return keras3.load_any_keras(path)
     except ArtifactError as exc:  # already one line naming the file

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from slimlab.errors import ConfigError
-from slimlab.kit import transformer
+from slimlab.kit import batchnorm, transformer
 from slimlab.kit.training import keras
 
 MAPPINGS = ("uniform", "top", "bottom")
@@ -187,7 +187,8 @@ def train_student(student, splits, targets: list[np.ndarray], weights: LossWeigh
     """Train ``student`` in place on the train split against ``targets`` (from :func:`teacher_targets`).
 
     The projections live only here, so the student stays a plain model. Returns the
-    per-epoch mean of each loss term and the student's validation accuracy.
+    per-epoch mean of each loss term and the student's validation accuracy, and ``batchnorm`` where the
+    student's BatchNormalization statistics were refreshed (:func:`slimlab.kit.batchnorm.refresh`).
     """
     import tensorflow as tf
 
@@ -232,4 +233,5 @@ def train_student(student, splits, targets: list[np.ndarray], weights: LossWeigh
         epoch["val_accuracy"] = np.mean(predicted == splits.y_val)
         for name, value in epoch.items():
             history.setdefault(name, []).append(round(float(value), 5))
-    return history
+    refreshed = batchnorm.refresh(student, splits)
+    return {**history, "batchnorm": refreshed} if refreshed else history

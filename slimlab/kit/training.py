@@ -12,6 +12,8 @@ import numpy as np
 import pydantic
 
 from slimlab import registry
+from slimlab.errors import PluginError
+from slimlab.kit import batchnorm
 
 
 def keras():
@@ -23,9 +25,11 @@ def keras():
 
 @dataclass(frozen=True)
 class Architecture:
-    """A model ``train`` can build: ``build(input_shape, num_classes, **params)`` returns an untrained model.
+    """A model ``train`` can build; ``register(Architecture(name, build))`` from ``register_models``.
 
-    The builder's keyword arguments are its params; their annotations are checked when the config loads.
+    ``build(input_shape, num_classes, **params)`` returns an untrained tf_keras model (build it with
+    :func:`keras`) whose input is ``(None, *input_shape)`` and whose output is ``num_classes`` logits (no softmax).
+    Its keyword arguments are ``train``'s ``model_params``; their annotations are checked when the config loads.
     """
 
     name: str
@@ -49,10 +53,10 @@ class Architecture:
 
 def architecture(name: str) -> Architecture:
     """The registered architecture ``name``; ValueError (for a params validator) if there is none."""
-    found = registry.models().get(name)
-    if found is None:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(registry.models()))}")
-    return found
+    try:
+        return registry.lookup(registry.models(), name, "model")
+    except PluginError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def build_model(name: str, params: dict, splits, seed: int):
@@ -62,7 +66,9 @@ def build_model(name: str, params: dict, splits, seed: int):
 
 
 def compile_and_fit(model, splits, *, epochs: int, batch_size: int, learning_rate: float, seed: int, callbacks=()):
-    """Train on the train split with seeded shuffling; return per-epoch history for the sidecar."""
+    """Train on the train split with seeded shuffling, then refresh the BatchNormalization statistics
+    (:func:`slimlab.kit.batchnorm.refresh`); return per-epoch history for the sidecar, with ``batchnorm``: what the
+    refresh did, where the model has BatchNormalization layers."""
     k = keras()
     k.utils.set_random_seed(seed)
     model.compile(
@@ -75,7 +81,9 @@ def compile_and_fit(model, splits, *, epochs: int, batch_size: int, learning_rat
         validation_data=(splits.x_val, splits.y_val),
         epochs=epochs, batch_size=batch_size, callbacks=list(callbacks), verbose=0,
     )
-    return {name: [round(float(v), 5) for v in values] for name, values in history.history.items()}
+    found = {name: [round(float(v), 5) for v in values] for name, values in history.history.items()}
+    refreshed = batchnorm.refresh(model, splits)
+    return {**found, "batchnorm": refreshed} if refreshed else found
 
 
 def representative_samples(splits, count: int, seed: int):

@@ -10,12 +10,14 @@ A record (:class:`slimlab.records.BenchRecord`) carries the latency statistics a
 every raw latency, the options asked for, reported back and honoured, the run
 context the runner read on the device, memory, energy, the device's own evaluation
 (``device_eval``, where the runner was asked for one), and ``flags``: ``noisy``,
-``throttled``, ``cooldown_timed_out``, ``sample_cap_reached``, and ``emulated`` for a
-device the inventory declares an emulator (``emulated``, also a field of the record).
+``throttled``, ``cooldown_timed_out``, ``sample_cap_reached``, ``emulated`` for a
+device the inventory declares an emulator (``emulated``, also a field of the record), and
+``software_gpu`` where the runtime ran on a software GPU driver (the adapter's ``gpu``).
 """
 
 import platform
 import time
+import traceback
 from pathlib import Path
 
 from slimlab import registry
@@ -26,10 +28,10 @@ from slimlab.lab.devices import Device
 from slimlab.lab.lock import device_lock, lock_dir
 from slimlab.lab.stats import summarize
 from slimlab.lab.transport import failure_tag
-from slimlab.parity_bounds import bounds, is_quantized
-from slimlab.records import BenchFailure, BenchRecord, DeviceEval, Latency, Options, failure_note_path
+from slimlab.parity_bounds import bounds, is_quantized, reduced_precision_options
+from slimlab.records import (RECORD_SETTINGS, BenchFailure, BenchRecord, DeviceEval, Latency, Options,
+                             failure_note_path)
 
-SETTINGS = ("warmup", "runs", "min_seconds", "max_samples", "timeout_s", "noisy_cv")
 # How long a job waits for another run's benchmark on the same device.
 LOCK_WAIT_S = 3600.0
 
@@ -44,7 +46,7 @@ class BenchFailed(DeviceError):
 
 def measurement_settings(device: Device, bench: dict) -> dict:
     """The config's ``bench`` block (one option set's options), overridden key by key by the device's entry."""
-    return {**{key: device.measurement.get(key, bench[key]) for key in SETTINGS}, "options": bench["options"]}
+    return {**{key: device.measurement.get(key, bench[key]) for key in RECORD_SETTINGS}, "options": bench["options"]}
 
 
 def _measure(device: Device, artifact: Artifact, threads: int, settings: dict, lock_wait_s: float,
@@ -65,10 +67,11 @@ def _measure(device: Device, artifact: Artifact, threads: int, settings: dict, l
         probe_transport.close()
 
 
-def device_eval(found: dict, lineage) -> DeviceEval:
-    """The device's evaluation against the parity bounds of the artifact's kind (float or quantized): its agreement
-    with the host, and its accuracy, at most the agreement bound's slack below the host's on the same samples."""
-    bar = bounds(is_quantized(lineage))
+def device_eval(found: dict, lineage, options: dict | None = None) -> DeviceEval:
+    """The device's evaluation against the parity bounds of the artifact's kind (float or quantized, or runtime
+    ``options`` that reduce precision, like fp16 on a GPU): its agreement with the host, and its accuracy, at most
+    the agreement bound's slack below the host's on the same samples."""
+    bar = bounds(is_quantized(lineage, reduced_precision_options(options or {})))
     slack = 1.0 - bar["min_agreement"]
     passed = found["agreement"] >= bar["min_agreement"] and found["accuracy"] >= found["host_accuracy"] - slack
     return DeviceEval(**found, bounds=bar, passed=passed)
@@ -78,22 +81,30 @@ def _record(target: dict, device: Device, artifact: Artifact, settings: dict, ra
             ) -> BenchRecord:
     """The record of what the runner measured; a result it cannot be made from is the runner's fault."""
     try:
+        # The settings the runner says it ran with (a runner may change the warm-up, say) are the record's.
+        ran = {key: raw.pop(key) for key in target["settings"] if key in raw}
+        target = {**target, "settings": {**target["settings"], **ran}}
         latencies = raw.pop("latencies_ms", None)
         latency = Latency(**(summarize(latencies) if latencies else raw.pop("summary")))
         run_context = raw.pop("context", None)
         flags = context.flags(latency.model_dump(), run_context, settings["noisy_cv"])
         flags += ["sample_cap_reached"] * bool(raw.get("sample_cap_reached")) + ["emulated"] * bool(device.emulated)
+        flags += ["partially_delegated"] * bool(raw.get("partially_delegated"))
+        # A software rasteriser (lavapipe) the adapter observed is a CPU: its latencies are no GPU's.
+        flags += ["software_gpu"] * bool((raw.get("gpu") or {}).get("software"))
         evaluation = raw.pop("evaluation", None)
+        options = Options(requested=settings["options"].get(artifact.kind, {}), reported=raw.pop("options", {}),
+                          honoured=raw.pop("honoured", []))
         return BenchRecord(
             **{**target, "artifact_sha256": artifact.sha256},
             runtime=raw.pop("runtime"),
-            options=Options(requested=settings["options"].get(artifact.kind, {}), reported=raw.pop("options", {}),
-                            honoured=raw.pop("honoured", [])),
+            options=options,
             payload_sha256=raw.pop("payload_sha256", None),
             wall_ms=wall_ms, init_ms=raw.pop("init_ms", None), first_inference_ms=raw.pop("first_inference_ms", None),
             latency=latency, latencies_ms=latencies, flags=flags, context=run_context, energy=used,
             memory=raw.pop("memory", None), raw=raw,
-            device_eval=device_eval(evaluation, artifact.lineage) if evaluation else None,
+            device_eval=device_eval(evaluation, artifact.lineage, {**options.requested, **options.reported})
+            if evaluation else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pydantic's ValidationError is a ValueError
         raise DeviceError(f"device {device.name!r}: runner {device.runner!r} returned a malformed result "
@@ -108,20 +119,22 @@ def run(device: Device, artifact_sidecar: Path, threads: int, bench: dict, outpu
     target = dict(device=device.name, transport=device.transport, runner=device.runner, host=platform.node(),
                   artifact=str(Path(artifact_sidecar).parent), format="unknown",
                   option_set=bench["option_set"], threads=threads,
-                  settings={key: settings[key] for key in SETTINGS}, emulated=device.emulated)
+                  settings={key: settings[key] for key in RECORD_SETTINGS}, emulated=device.emulated)
     try:
         sidecar = read_sidecar(artifact_sidecar)
         target["format"] = sidecar.format
-        if sidecar.status == "failed":
-            # Nothing to measure; the report shows the step's own failure for this row.
-            record = BenchRecord(**target, status="skipped", error=f"the artifact failed: {sidecar.error}")
+        if sidecar.status != "ok":
+            # Nothing to measure; the report shows the step's own failure (or known limit) for this row.
+            record = BenchRecord(**target, status="skipped", error=f"the artifact is {sidecar.status}: {sidecar.error}")
             record.save(output)
             return record
         artifact = Artifact.load(artifact_sidecar)
         raw, used, wall_ms = _measure(device, artifact, threads, settings, lock_wait_s, locks or lock_dir())
         record = _record(target, device, artifact, settings, raw, used, wall_ms)
-    except (SlimlabError, OSError) as exc:
+    except Exception as exc:  # a device's fault, or a plugin's bug: either way the note names the cause
         tag = failure_tag(exc) if isinstance(exc, DeviceError) else "tool_error"
+        if not isinstance(exc, (SlimlabError, OSError)):
+            traceback.print_exc()  # into the job's log, for the plugin's author
         reason = str(exc) if isinstance(exc, SlimlabError) else f"{type(exc).__name__}: {exc}"
         BenchFailure(**target, tag=tag, reason=reason).save(failure_note_path(output))
         raise BenchFailed(f"bench of {artifact_sidecar} on device {device.name!r} failed ({tag}): {reason}",

@@ -16,14 +16,14 @@ import pydantic
 
 from slimlab import config, registry
 from slimlab.errors import ConfigError, PluginError, validated
-from slimlab.records import Emulation
+from slimlab.records import MEASUREMENT_KEYS, Emulation
 
-MEASUREMENT_KEYS = ("threads", "warmup", "runs", "min_seconds", "max_samples", "timeout_s", "noisy_cv")
 COMMON_KEYS = {"transport", "runner", "runtimes", "workdir", "energy", "emulated", *MEASUREMENT_KEYS}
 
 
 class Settings(pydantic.BaseModel):
-    """Base of a lab plugin's settings: unknown keys are errors, values are checked."""
+    """Base of a lab plugin's settings (its inventory block): a frozen pydantic model; unknown keys are errors,
+    values are checked when the inventory loads, and each problem is one line naming the device and key."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 

@@ -40,7 +40,13 @@ class ProbeSettings(Settings):
 
 
 class EnergyProbe(ABC):
-    """One device's energy meter. Subclasses set ``name``, ``kind`` and ``Settings`` and implement :meth:`read`."""
+    """One device's energy meter; ``register(MyProbe)`` (the class) from ``register_energy_probes``.
+
+    A subclass sets ``name`` (the inventory's ``energy.probe``), ``kind`` (:data:`COUNTER` or :data:`POWER`) and
+    ``Settings`` (a :class:`ProbeSettings` model of the ``energy`` block's other keys), and implements
+    :meth:`read`. It is made with the device and a transport of its own, and read every ``interval_s`` while the
+    runner works and then while the device idles; :meth:`error` makes the one-line error to raise.
+    """
 
     name: str  # as registered and named in the inventory's ``energy.probe``
     kind: str

@@ -13,6 +13,14 @@ from slimlab.lab.devices import Device, Settings
 
 
 class Runner(ABC):
+    """A way to time models on a device; ``register(MyRunner)`` (the class) from ``register_runners``.
+
+    ``name`` is the inventory's ``runner:`` value and ``Settings`` the model of its block. The lab makes one per
+    bench job with the device and its transport (``self.device``, ``self.transport``, ``self.settings``) and
+    calls :meth:`measure`; :meth:`honours` is asked when the config loads. A runner raises
+    :class:`slimlab.errors.DeviceError` (or the transport's errors) when a measurement fails.
+    """
+
     name: str
     Settings: type[Settings] = Settings
 
@@ -30,11 +38,16 @@ class Runner(ABC):
     def measure(self, artifact, threads: int, settings: dict) -> dict:
         """Time ``artifact`` and return what the runtime reported.
 
-        Keys: ``runtime``, ``options`` (as the runtime reports them), ``init_ms``,
-        ``first_inference_ms``, and either ``latencies_ms`` (every timed run) or
-        ``summary`` (a tool's statistics); optionally ``context``, ``memory``,
-        ``payload_sha256``, ``sample_cap_reached`` and anything else worth keeping.
-        ``settings``: warmup, runs, min_seconds, max_samples, timeout_s and ``options``.
+        ``artifact``: the verified artifact (``.kind``, ``.paths``, ``.sha256``, ``.info``); ``threads``: the
+        thread count to run with; ``settings``: ``warmup``, ``runs``, ``min_seconds``, ``max_samples``,
+        ``timeout_s``, ``noisy_cv`` and ``options`` (``{format: {option: value}}``, the option set).
+
+        Returns a dict with ``runtime`` (name and version), ``options`` (as the runtime reports them),
+        ``init_ms``, ``first_inference_ms``, and either ``latencies_ms`` (every timed run) or ``summary`` (a
+        tool's statistics, :class:`slimlab.records.Latency`'s keys); optionally ``context``, ``memory``,
+        ``payload_sha256``, ``sample_cap_reached``, and any measurement setting it changed under its own name
+        (a runner that skips the warm-up returns ``warmup: 0``: the record keeps what ran). Anything else is
+        kept in the record's ``raw``.
         """
 
     def compare(self, candidate, baseline, threads: int, settings: dict, rounds: int) -> dict:

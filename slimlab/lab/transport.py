@@ -44,18 +44,35 @@ def failure_tag(error: DeviceError) -> str:
 
 @dataclass(frozen=True)
 class CommandResult:
+    """What a command on a device gave: its exit status, and its output decoded to ``str`` (not bytes)."""
+
     returncode: int
     stdout: str
     stderr: str
 
 
 class Transport(ABC):
-    """A way to reach one device. Subclasses set ``name`` (as registered) and ``Settings`` (their inventory block)."""
+    """A way to reach one device; ``register(MyTransport)`` (the class) from ``register_transports``.
+
+    The lab makes one instance per bench job and device (two when an energy probe reads beside the runner) from
+    the device's inventory entry, and calls :meth:`close` when done. A subclass sets:
+
+    * ``name``: the inventory's ``transport:`` value; ``Settings``: a :class:`Settings` model of the inventory
+      block named after it (``box: {root: ...}``), available as ``self.settings``;
+    * ``default_workdir``: where pushed files go when the entry names no ``workdir``;
+    * ``runs_on_host``: True if commands run on the machine that runs the workflow (the bench job then holds
+      every core, so that nothing else skews the timing);
+
+    and implements ``physical_id``, ``has_file``, ``upload`` and ``run`` (and ``pull`` to bring files back).
+    Failures raise :class:`DeviceOffline` (unreachable, or dropped mid-command: retried and reported as
+    ``offline``), :class:`DeviceTimeout` or :class:`DeviceToolError`; anything else is reported as a tool error.
+    """
 
     name: str
     Settings: type[Settings] = Settings
     # Where pushed files go when the inventory names no workdir: a folder the login user owns.
     default_workdir: str
+    runs_on_host: bool = False
     # A file every payload on the device flocks while it measures, whoever started it.
     device_lock: str = "/tmp/slimlab-device.lock"
 
@@ -96,15 +113,18 @@ class Transport(ABC):
 
     @abstractmethod
     def has_file(self, remote: str, sha256: str) -> bool:
-        """True if ``remote`` exists on the device with this content."""
+        """True if ``remote`` (a path on the device, under :attr:`workdir`) exists with this content."""
 
     @abstractmethod
     def upload(self, local: Path, remote: str, sha256: str) -> None:
-        """Copy ``local`` to ``remote`` and verify its sha256 there."""
+        """Copy the host file ``local`` to ``remote`` on the device, creating its folder, and verify its sha256
+        there; a partial file must never be left under the name ``remote``."""
 
     @abstractmethod
     def run(self, argv: list[str], timeout: float) -> CommandResult:
-        """Run ``argv`` in the device's work dir. Arguments are never passed through a shell unquoted."""
+        """Run ``argv`` (the program first) in the device's work dir and wait at most ``timeout`` seconds, then
+        stop it and raise :class:`DeviceTimeout`. Arguments are never passed through a shell unquoted. A
+        non-zero exit status is returned, not raised: the runner decides what it means."""
 
     def pull(self, remote: str, local: Path) -> None:
         """Copy ``remote`` from the device to ``local``."""
@@ -118,32 +138,54 @@ class ShellTransport(Transport):
     """A transport whose device runs POSIX ``sh`` command lines (ssh, adb).
 
     Every command line is built here, from quoted words only, so a hostile
-    path or argument stays one word on the device. Subclasses set ``attempts``
-    (how often an upload or pull is tried).
+    path or argument stays one word on the device. A subclass implements:
+
+    * ``sh(command, timeout) -> CommandResult``: run one ``sh`` command line on the device and return its exit
+      status and its output *decoded to str*; raise :class:`DeviceOffline` if the link fails or drops, and
+      :class:`DeviceTimeout` if the command outruns ``timeout`` seconds (the command is then stopped);
+    * ``copy_to(local, remote)`` and ``copy_from(remote, local)``: copy one file, one attempt, raising
+      :class:`DeviceOffline` for a link failure (retried) and :class:`DeviceToolError` for anything else;
+    * ``attempts``: how often an upload or pull is tried;
+    * ``physical_id`` and ``name``, as every transport; ``requested_workdir()`` if the inventory's ``workdir``
+      needs translating (ssh: ``~/x`` is ``x`` in the login's home).
+
+    The work dir is resolved on the device to an absolute path on first use (:attr:`workdir`), so a relative
+    ``workdir`` works: commands run there and name pushed files by absolute paths.
     """
 
     attempts: int
-    _workdir_checked = False
+    _resolved_workdir: PurePosixPath | None = None
 
     @abstractmethod
     def sh(self, command: str, timeout: float) -> CommandResult:
         """Run one ``sh`` command line on the device."""
 
+    def requested_workdir(self) -> str:
+        """The work dir as the inventory gives it (else the default), before the device resolves it."""
+        return self.device.workdir or self.default_workdir
+
+    @property
+    def workdir(self) -> PurePosixPath:
+        """The work dir's absolute path on the device: created, checked and resolved there once."""
+        if self._resolved_workdir is None:
+            self._resolved_workdir = self.check_workdir()
+        return self._resolved_workdir
+
     def run(self, argv: list[str], timeout: float) -> CommandResult:
         workdir = shlex.quote(str(self.workdir))
-        if not self._workdir_checked:
-            self.check_workdir()
-        return self.sh(f"mkdir -p -- {workdir} && cd -- {workdir} && {shlex.join(argv)}", timeout)
+        return self.sh(f"cd -- {workdir} && {shlex.join(argv)}", timeout)
 
-    def check_workdir(self) -> None:
-        """The work dir must belong to the login user and be closed to others: pushed files are run there."""
-        workdir = shlex.quote(str(self.workdir))
-        found = self.sh(f"mkdir -p -m 700 -- {workdir} && test -O {workdir} && find {workdir} -maxdepth 0 -perm -0002",
-                        timeout=30)
-        if found.returncode != 0 or found.stdout.strip():
-            raise DeviceToolError(f"device {self.device_name!r}: workdir {self.workdir} is not owned by the login user, "
-                                  "or others may write to it; set `workdir` to a folder of your own")
-        self._workdir_checked = True
+    def check_workdir(self) -> PurePosixPath:
+        """Create the work dir; it must belong to the login user and be closed to others (pushed files are run
+        there). Returns its absolute path, as the device resolves it."""
+        requested = shlex.quote(self.requested_workdir())
+        found = self.sh(f"mkdir -p -m 700 -- {requested} && cd -- {requested} && test -O . "
+                        "&& test -z \"$(find . -maxdepth 0 -perm -0002)\" && pwd -P", timeout=30)
+        resolved = (found.stdout.strip().splitlines() or [""])[-1]
+        if found.returncode != 0 or not resolved.startswith("/"):
+            raise DeviceToolError(f"device {self.device_name!r}: workdir {self.requested_workdir()} is not owned by "
+                                  "the login user, or others may write to it; set `workdir` to a folder of your own")
+        return PurePosixPath(resolved)
 
     def remote_sha256(self, remote: str, timeout: float = 120) -> str | None:
         """The sha256 of a device file, or None if it cannot be read there."""
@@ -191,8 +233,6 @@ class ShellTransport(Transport):
         partial.replace(local)
 
     def mkdir_for(self, remote: str) -> None:
-        if not self._workdir_checked:
-            self.check_workdir()
         parent = shlex.quote(str(PurePosixPath(remote).parent))
         made = self.sh(f"mkdir -p -- {parent}", timeout=30)
         if made.returncode != 0:

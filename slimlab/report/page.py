@@ -4,7 +4,7 @@ import html
 
 import pandas as pd
 
-from slimlab.report import plots
+import slimlab.report.plots as plots
 from slimlab.report.tables import SPEEDUP_BELOW_MACS, number_format
 
 STEP_CAPTION = ("Each step of each recipe against the artifact it took: size and gzip'd size ratios, the change in "
@@ -93,6 +93,11 @@ def device_eval_section(table: pd.DataFrame) -> str:
     note = (f'<p class="note">Emulated: {html.escape(", ".join(emulated))}. These devices show what ran and with what '
             "output; their latencies stay in the tables but are never plotted, ranked in the fastest settings, or "
             "compared with a baseline.</p>") if emulated else ""
+    software = table[table["flags"].fillna("").str.split(",").map(lambda flags: "software_gpu" in flags)]
+    settings = sorted({f"{row.device} ({row.option_set})" for row in software.itertuples()})
+    note += (f'<p class="note">Software GPU: {html.escape(", ".join(settings))}. A software Vulkan driver (Mesa\'s '
+             "lavapipe) ran these on the CPU: likewise never plotted, ranked or compared (flag "
+             "<code>software_gpu</code>).</p>") if settings else ""
     if evaluated.empty:
         return note + '<p class="note">No record carries a device\'s own evaluation (<code>python: {evaluate: N}' \
                       '</code> in a device\'s entry turns it on).</p>'

@@ -85,7 +85,7 @@ def tooltip(row) -> str:
 def points(rows: pd.DataFrame) -> pd.DataFrame:
     """What the plots show: per recipe, format, device and option set, its fastest thread count (the slower ones have
     the same accuracy and size, so they never reach a front), with accuracy in %, memory in MiB, a name and a
-    tooltip. Emulated devices are left out: their latency is not a device's."""
+    tooltip. Emulated devices and software GPUs are left out: their latency is not a device's."""
     measured = device_figures(rows)
     fastest = measured.loc[measured.groupby(["recipe", "format", "device", "option_set"])["latency_median_ms"].idxmin()]
     return fastest.assign(accuracy_pct=100 * fastest["accuracy"], peak_rss_mib=fastest["peak_rss_kib"] / 1024,

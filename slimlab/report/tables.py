@@ -6,7 +6,8 @@ count. A deployable that could not be built keeps one row whose ``status`` says 
 keeps its failure note's reason (``bench_failed``), or says it is missing
 (``bench_missing``).
 
-A record from an emulated device (``emulated``: the core it emulates) keeps its latency
+A record from an emulated device (``emulated``: the core it emulates), or one a software
+GPU driver ran (flag ``software_gpu``: Mesa's lavapipe is the CPU), keeps its latency
 columns, but never enters a speed-up, ``fastest`` or the plots: it shows what ran and
 with what output. ``device_*`` columns hold a device's own run of the test samples
 (``python: {evaluate: N}``), ``device_parity_failed`` when it misses the parity bar.
@@ -174,8 +175,9 @@ def rows(deployables: list[dict], reference: str = REFERENCE, read: ReadSidecar 
             out.append({**base, "status": "unsupported", "error": item["unsupported"]})
             continue
         info = read(item["sidecar"])
-        if info.status == "failed":
-            out.append({**base, "steps": info.steps, "status": failure_status(info), "error": info.error})
+        if info.status != "ok":
+            status = "unsupported" if info.status == "unsupported" else failure_status(info)
+            out.append({**base, "steps": info.steps, "status": status, "error": info.error})
             continue
         base.update(artifact_columns(info, str(Path(item["sidecar"]).parent)))
         if not item.get("records"):
@@ -187,11 +189,22 @@ def rows(deployables: list[dict], reference: str = REFERENCE, read: ReadSidecar 
     return compare_with_reference(pd.DataFrame(out).reindex(columns=list(COLUMNS)).astype(COLUMNS), reference)
 
 
+# Record flags that say its latency is not the device's own: an emulator's, or a software GPU driver's.
+NOT_DEVICE_FIGURE = {"emulated", "software_gpu"}
+
+
+def not_device_figure(table: pd.DataFrame) -> pd.Series:
+    """Which rows' latencies are no device figure: from an emulated device, or flagged as one (NOT_DEVICE_FIGURE)."""
+    emulated = table["emulated"].notna() if "emulated" in table else pd.Series(False, index=table.index)
+    flags = table["flags"] if "flags" in table else pd.Series(None, index=table.index, dtype=object)
+    flagged = flags.fillna("").map(lambda text: not NOT_DEVICE_FIGURE.isdisjoint(text.split(",")))
+    return emulated | flagged.astype(bool)
+
+
 def device_figures(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows whose latency is a device's: measured, and not on an emulator (an emulated device's rows keep their
-    latency columns, but never enter a speed-up, fastest.csv, a plot or a Pareto front)."""
-    on_devices = table["emulated"].isna() if "emulated" in table else True
-    return table[(table["status"] == "ok") & on_devices].dropna(subset=["latency_median_ms"])
+    """The rows whose latency is a device's: measured, and neither on an emulator nor on a software GPU (those rows
+    keep their latency columns, but never enter a speed-up, fastest.csv, a plot or a Pareto front)."""
+    return table[(table["status"] == "ok") & ~not_device_figure(table)].dropna(subset=["latency_median_ms"])
 
 
 def compare_with_reference(table: pd.DataFrame, reference: str) -> pd.DataFrame:

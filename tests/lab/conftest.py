@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from slimlab.lab.virtual.adb_device import AdbPeer
+from labpeers.adb_device import AdbPeer
 from slimlab.lab.virtual.boards import Board, boards, detect_mode
 from tests.support import lab_unavailable
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from slimlab.lab.virtual.adb_device import DEFAULT_FEATURES
+from labpeers.adb_device import DEFAULT_FEATURES
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(60)]
 

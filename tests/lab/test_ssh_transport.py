@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -145,3 +146,24 @@ def test_remote_device_defaults_to_python3(ssh_board, tiny_artifacts, tmp_path, 
                                                         bench.measurement_settings(device, BENCH))
     transport.close()
     assert ran == ["python3"]
+
+
+@pytest.mark.parametrize("workdir", ["slimlab-relative-{token}/lab", None])
+def test_a_relative_or_default_workdir_is_resolved_on_the_board(ssh_board, tiny_artifacts, tmp_path, workdir):
+    # "x" and the default "~/.cache/slimlab" are in the login's home: commands run there, files are named absolutely.
+    requested = workdir.format(token=tmp_path.name) if workdir else None
+    entry = ssh_entry(ssh_board, "unused")
+    entry.pop("workdir") if requested is None else entry.update(workdir=requested)
+    device = lab_device("board", entry)
+    transport = transports()["ssh"](device)
+    home = transport.run(["sh", "-c", 'printf %s "$HOME"'], timeout=20).stdout
+    expected = f"{home}/{requested}" if requested else f"{home}/.cache/slimlab"
+    assert str(transport.workdir) == expected
+    assert transport.push(tiny_artifacts["int8"].path).startswith(f"{expected}/blobs/")
+    transport.close()
+    try:
+        record = bench.run(device, tiny_artifacts["int8"].sidecar, 1, BENCH, tmp_path / "r.json", locks=tmp_path / "locks")
+        assert record.status == "ok" and record.latency.n >= BENCH["runs"]
+    finally:
+        if requested:
+            shutil.rmtree(f"{home}/{requested.split('/')[0]}", ignore_errors=True)

@@ -90,7 +90,7 @@ class CoremlFormat(Format):
 def test_unknown_format_is_rejected():
     cfg = copy.deepcopy(DEFAULT)
     cfg["formats"] = ["tflite", "coreml"]
-    with pytest.raises(ConfigError, match="formats: 'coreml' is not a registered format; registered: keras, mnn"):
+    with pytest.raises(ConfigError, match="formats: unknown format 'coreml'; registered: keras, mnn"):
         check(cfg)
 
 

@@ -48,13 +48,29 @@ def test_conversion_records_parity_and_its_own_accuracy(converted, tiny_artifact
     assert abs(artifact.info.accuracy["test"] - source_accuracy) <= 0.01
 
 
-def test_quantized_tflite_to_mnn_is_refused_clearly(tiny_artifacts, tmp_path):
-    """MNN 3.6.1 reads int8 scales as NaN or crashes on quantized TFLite: refuse before trying."""
+def test_quantized_tflite_to_mnn_is_unsupported_not_failed(tiny_artifacts, tmp_path):
+    """MNN 3.6.1 reads int8 scales as NaN or crashes on quantized TFLite: a known limit, recorded as such."""
+    from slimlab import report
+    from slimlab.lab import bench
     from slimlab.stages import run_step
+    from tests.support import bench_block, local_device
 
-    with pytest.raises(ArtifactError, match="convert.mnn: MNN 3.6.1 cannot convert quantized TFLite models"):
-        run_step({"stage": "convert.mnn", "params": {}, "dataset": DIGITS}, tiny_artifacts["int8"].sidecar,
-                 tmp_path / "artifact.json")
+    sidecar = tmp_path / "mnn" / "artifact.json"
+    result = run_step({"stage": "convert.mnn", "params": {}, "dataset": DIGITS}, tiny_artifacts["int8"].sidecar,
+                      sidecar)
+    assert (result.status, result.format) == ("unsupported", "mnn")
+    assert result.error.startswith("convert.mnn: MNN 3.6.1 cannot convert quantized TFLite models")
+    below = run_step({"stage": "convert.mnn", "params": {"fp16": True}, "dataset": DIGITS}, sidecar,
+                     tmp_path / "below" / "artifact.json")  # a step below it is not run, and not a failure either
+    assert below.status == "unsupported" and below.error.startswith("skipped: convert.mnn: MNN 3.6.1")
+    record = bench.run(local_device(tmp_path / "device", runtimes=["mnn"]), sidecar, 1, bench_block(),
+                       tmp_path / "record.json")
+    assert record.status == "skipped" and record.error.startswith("the artifact is unsupported: convert.mnn")
+    table = report.rows([{"recipe": "int8", "format": "mnn", "sidecar": str(sidecar), "records": []}])
+    assert (table["status"].iloc[0], table["error"].iloc[0]) == ("unsupported", result.error)
+    summary = tmp_path / "summary.parquet"
+    table.to_parquet(summary)
+    assert report.failed_steps(summary) == []  # the run does not fail for it
 
 
 def test_parity_flags_a_conversion_that_changed_the_model(tiny_artifacts):
@@ -159,7 +175,7 @@ def test_failed_conversion_leaves_a_readable_failed_sidecar(tiny_artifacts, tmp_
     assert json.loads(sidecar.read_text())["lineage"][-1]["stage"] == "convert.mnn"
     ok = read_sidecar(tiny_artifacts["fp32"].sidecar)
     assert (ok.status, ok.error) == ("ok", None)
-    with pytest.raises(ArtifactError, match="this step failed: convert.mnn: MNN's converter failed"):
+    with pytest.raises(ArtifactError, match="this step is failed: convert.mnn: MNN's converter failed"):
         Artifact.load(sidecar)
 
 

@@ -4,7 +4,8 @@ left out of every latency figure, not compared by the nightly."""
 import numpy as np
 import pytest
 
-from slimlab.lab import bench, nightly
+from slimlab import nightly
+from slimlab.lab import bench
 from slimlab.parity_bounds import FLOAT_BOUNDS, QUANTIZED_BOUNDS
 from slimlab.records import BenchRecord, Emulation, Step, load
 from tests.support import DIGITS, bench_block, local_device

@@ -101,10 +101,11 @@ def test_tflite_argv_and_result(compute_unit, flags, log):
     assert raw["summary"]["median_ms"] == pytest.approx(105.718) and raw["summary"]["mean_ms"] == pytest.approx(105.784)
     assert raw["summary"]["cv"] == pytest.approx(0.26 / 105.784)
     if compute_unit == "cpu":
-        assert raw["delegate_coverage"] is None
+        assert raw["delegation"] is None and raw["partially_delegated"] is False
     else:
-        coverage = raw["delegate_coverage"]
-        assert coverage["replaced"] == 64 and coverage["fraction"] == pytest.approx(64 / 66)
+        delegation = raw["delegation"]
+        assert delegation["nodes"] == 64 and delegation["of"] == 66 and delegation["share"] == pytest.approx(64 / 66)
+        assert raw["partially_delegated"] is True
 
 
 @pytest.mark.parametrize("log", [sample("tflite_benchmark_model_cpu_gpu.txt"),
@@ -123,6 +124,13 @@ def test_tflite_memory_figures_are_in_the_result():
                              "overall_footprint_mb": 2.58984, "peak_footprint_mb": 7.01953, "end_rss_mb": 6,
                              "end_rss_anon_mb": 2, "end_rss_file_mb": 4}
     assert "ops" not in raw  # no op profile unless asked for
+
+
+def test_memory_figures_without_latency_are_refused_in_one_line():
+    log = sample("tflite_benchmark_model_peak_memory.txt")
+    transport = FakeTransport({TOOLS["tflite"]: ("", log[log.index("INFO: Note: as the benchmark"):])})
+    with pytest.raises(ParseError, match="printed memory figures but no latency"):
+        runner(transport).measure(FakeArtifact("tflite"), 1, SETTINGS)
 
 
 def test_op_profile_is_a_second_run_and_goes_into_the_result():
@@ -225,3 +233,138 @@ def test_garbage_output_raises_instead_of_zeros():
 def test_misconfigured_devices_are_config_errors(native, message):
     with pytest.raises(ConfigError, match=message):
         runners()["native"](pixel(native), FakeTransport({})).measure(FakeArtifact("tflite"), 1, SETTINGS)
+
+
+# Real benchmark_model output with delegates (tests/data/device-tools/README.md says where each comes from).
+GPU_NNAPI = sample("tflite_benchmark_model_gpu_nnapi.txt")  # --use_gpu --use_nnapi: GPU took 49/49, NNAPI none
+GPU_PARTIAL = sample("tflite_gpu_partial_delegation.txt")  # GPU took 54 of 559 nodes, XNNPACK most of the rest
+# A vendor NPU's line as LiteRT logs it (a QNN HTP run through LiteRT's dispatch delegate, logcat).
+DISPATCH = ("10-08 03:39:33.510 27435 27455 I tflite  : Replacing 1 out of 1 node(s) with delegate (DispatchDelegate) "
+            "node, yielding 1 partitions for subgraph 0 (encoder_1x1024).\n")
+
+
+def test_a_fully_delegated_gpu_run_says_so_and_is_not_flagged():
+    transport = FakeTransport({TOOLS["tflite"]: ("", GPU_NNAPI)})
+    raw = runner(transport, "gpu").measure(FakeArtifact("tflite"), 2, SETTINGS)
+    assert raw["delegation"] == {"delegate": "TfLiteGpuDelegateV2", "nodes": 49, "of": 49, "share": 1.0,
+                                 "partitions": 1, "subgraphs": 1, "executed": "completely", "kernels": None,
+                                 "partial": False}
+    assert raw["partially_delegated"] is False and raw["summary"]["median_ms"] == pytest.approx(307.968)
+
+
+def test_a_partly_delegated_gpu_run_gives_its_share_and_is_flagged():
+    transport = FakeTransport({TOOLS["tflite"]: ("", GPU_PARTIAL + sample("tflite_benchmark_model_cpu_gpu.txt"))})
+    raw = runner(transport, "gpu").measure(FakeArtifact("tflite"), 4, SETTINGS)
+    delegation = raw["delegation"]
+    assert (delegation["delegate"], delegation["nodes"], delegation["of"], delegation["partitions"]) == (
+        "TfLiteGpuDelegateV2", 54, 559, 3)
+    assert delegation["share"] == pytest.approx(54 / 559) and delegation["partial"] is True
+    assert raw["partially_delegated"] is True
+    # XNNPACK took most of what the GPU left: every delegate line is kept.
+    assert [(d["delegate"], d["replaced"], d["total"]) for d in raw["delegates"]] == [
+        ("TfLiteGpuDelegateV2", 54, 559), ("TfLiteXNNPackDelegate", 456, 506)]
+
+
+def test_a_nnapi_delegate_the_tool_says_did_not_execute_is_refused():
+    # The same run asked for NNAPI too; the tool says NNAPI took nothing (only nnapi-reference was there).
+    transport = FakeTransport({TOOLS["tflite"]: ("", GPU_NNAPI)})
+    with pytest.raises(DeviceError, match="ran without a nnapi delegate .*NNAPI delegate will not execute the graph"):
+        runner(transport, "nnapi").measure(FakeArtifact("tflite"), 2, SETTINGS)
+
+
+def test_an_external_delegate_that_did_not_apply_is_refused():
+    # Only XNNPACK replaced nodes: the vendor's library took none of the graph.
+    transport = FakeTransport({TOOLS["tflite"]: ("", sample("tflite_benchmark_model_peak_memory.txt"))})
+    native = {"delegate": {"external": {"vendor": "qnn", "path": "/data/local/tmp/libQnnTFLiteDelegate.so",
+                                        "backend_type": "htp"}}}
+    with pytest.raises(DeviceError, match="ran without a external delegate"):
+        runner(transport, "external", **native).measure(FakeArtifact("tflite"), 1, SETTINGS)
+
+
+@pytest.mark.parametrize("compute_unit, delegate, flags, log", [
+    ("gpu", {"gpu": {"backend": "cl", "precision_loss_allowed": False, "enable_quant": True}},
+     ["--use_gpu=true", "--gpu_backend=cl", "--gpu_precision_loss_allowed=false", "--gpu_experimental_enable_quant=true"],
+     GPU_NNAPI),
+    ("gpu", {"gpu": {"backend": "gl"}}, ["--use_gpu=true", "--gpu_backend=gl"], GPU_NNAPI),
+    ("nnapi", {"nnapi": {"accelerator": "qti-dsp", "execution_preference": "sustained_speed", "disable_cpu": True,
+                         "allow_fp16": True}},
+     ["--use_nnapi=true", "--nnapi_accelerator_name=qti-dsp", "--nnapi_execution_preference=sustained_speed",
+      "--disable_nnapi_cpu=true", "--nnapi_allow_fp16=true"],
+     GPU_PARTIAL.replace("TfLiteGpuDelegateV2", "TfLiteNnapiDelegate") + sample("tflite_benchmark_model_cpu_gpu.txt")),
+    ("hexagon", {}, ["--use_hexagon=true"],
+     GPU_PARTIAL.replace("TfLiteGpuDelegateV2", "TfLiteHexagonDelegate") + sample("tflite_benchmark_model_cpu_gpu.txt")),
+    ("external", {"external": {"vendor": "qnn", "path": "/data/local/tmp/libQnnTFLiteDelegate.so", "backend_type": "htp",
+                               "library_path": "/data/local/tmp/libQnnHtp.so", "skel_library_dir": "/data/local/tmp",
+                               "htp_precision": 1, "htp_performance_mode": 2}},
+     ["--external_delegate_path=/data/local/tmp/libQnnTFLiteDelegate.so",
+      "--external_delegate_options=backend_type:htp;library_path:/data/local/tmp/libQnnHtp.so;"
+      "skel_library_dir:/data/local/tmp;htp_precision:1;htp_performance_mode:2"],
+     DISPATCH + sample("tflite_benchmark_model_cpu_gpu.txt")),
+    ("external", {"external": {"vendor": "neuron", "path": "/vendor/lib64/libneuron_delegate.so",
+                               "options": {"execution_preference": "turbo_boost", "allow_fp16": True}}},
+     ["--external_delegate_path=/vendor/lib64/libneuron_delegate.so",
+      "--external_delegate_options=execution_preference:turbo_boost;allow_fp16:true"],
+     DISPATCH + sample("tflite_benchmark_model_cpu_gpu.txt")),
+    ("external", {"external": {"vendor": "enn", "path": "/data/local/tmp/libenn_delegate.so"}},
+     ["--external_delegate_path=/data/local/tmp/libenn_delegate.so"], DISPATCH + sample("tflite_benchmark_model_cpu_gpu.txt")),
+], ids=["gpu-cl", "gpu-gl", "nnapi-accelerator", "hexagon", "qnn-htp", "neuron", "enn"])
+def test_delegate_options_become_benchmark_model_flags(compute_unit, delegate, flags, log):
+    transport = FakeTransport({TOOLS["tflite"]: ("", log)})
+    raw = runner(transport, compute_unit, delegate=delegate).measure(FakeArtifact("tflite"), 2, SETTINGS)
+    assert transport.commands == [[
+        TOOLS["tflite"], "--graph=/data/local/tmp/slimlab/blobs/3fa9.tflite", "--num_threads=2",
+        "--warmup_runs=5", "--warmup_min_secs=0", "--num_runs=50", "--min_secs=1.0",
+        "--report_peak_memory_footprint=true", *flags]]
+    assert raw["delegation"]["nodes"] >= 1 and "xnnpack" not in raw["delegation"]["delegate"].lower()
+
+
+@pytest.mark.parametrize("native, message", [
+    ({"compute_unit": "gpu", "delegate": {"tpu": {}}}, r"delegate.tpu: Extra inputs are not permitted"),
+    ({"compute_unit": "gpu", "delegate": {"gpu": {"precision": "fp16"}}},
+     r"delegate.gpu.precision: Extra inputs are not permitted"),
+    ({"compute_unit": "gpu", "delegate": {"gpu": {"backend": "vulkan"}}}, r"delegate.gpu.backend: Input should be 'cl' or 'gl'"),
+    ({"compute_unit": "gpu", "delegate": {"nnapi": {"accelerator": "qti-dsp"}}},
+     r"delegate.nnapi is set but compute_unit is 'gpu'"),
+    ({"compute_unit": "nnapi", "delegate": {"nnapi": {"execution_preference": "fastest"}}},
+     r"delegate.nnapi.execution_preference: Input should be"),
+    ({"compute_unit": "npu"}, r"compute_unit: Input should be"),
+    ({"compute_unit": "external"}, r"compute_unit 'external' needs delegate.external"),
+    ({"compute_unit": "external", "delegate": {"external": {"vendor": "mediatek", "path": "/l.so"}}},
+     r"delegate.external: Input tag 'mediatek' .* 'qnn', 'neuron', 'enn', 'other'"),
+    ({"compute_unit": "external", "delegate": {"external": {"vendor": "qnn", "path": "/l.so", "backend_type": "npu"}}},
+     r"delegate.external.qnn.backend_type: Input should be 'htp', 'gpu' or 'dsp'"),
+    ({"compute_unit": "external", "delegate": {"external": {"vendor": "qnn", "path": "/l.so", "backend_type": "htp",
+                                                            "htp_precison": 1}}},
+     r"delegate.external.qnn.htp_precison: Extra inputs are not permitted"),
+    ({"compute_unit": "external", "delegate": {"external": {"vendor": "enn", "path": "/l.so", "options": {"a": "b;c"}}}},
+     r"delegate.external.enn.options.a: String should match pattern"),
+])
+def test_an_unknown_delegate_or_a_bad_option_is_refused_when_the_inventory_loads(native, message):
+    with pytest.raises(ConfigError, match=f"^test inventory: devices.pixel.native: {message}") as refused:
+        pixel({"tools": {"tflite": TOOLS["tflite"]}, **native})
+    assert "\n" not in str(refused.value)
+
+
+def test_the_delegates_op_profile_row_goes_into_the_delegation():
+    # The real op profile with its CONV_2D row named as a GPU delegate's partition node would be.
+    profile = sample("tflite_op_profiling.txt").replace("\t                 CONV_2D\t       15",
+                                                        "\t     TfLiteGpuDelegateV2\t       15")
+    transport = FakeTransport({TOOLS["tflite"]: ("", GPU_NNAPI + profile)})
+    raw = runner(transport, "gpu", op_profile=True).measure(FakeArtifact("tflite"), 2, SETTINGS)
+    assert raw["delegation"]["op_profile"] == {"node_type": "TfLiteGpuDelegateV2", "avg_ms": 2651.853,
+                                               "avg_percent": 89.897, "times_called": 15, "count": 15,
+                                               "flops_percent": None}
+
+
+def test_a_partly_delegated_record_is_flagged(tiny_artifacts, tmp_path):
+    """Through bench.run on this host: a stand-in benchmark_model prints a real partial GPU delegation."""
+    tool = tmp_path / "benchmark_model"
+    log = GPU_PARTIAL + sample("tflite_benchmark_model_cpu_gpu.txt")
+    tool.write_text(f"#!{sys.executable}\nimport sys\nsys.stderr.write({log!r})\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    device = lab_device("here", {"transport": "local", "runner": "native", "workdir": str(tmp_path / "work"),
+                                 "native": {"tools": {"tflite": str(tool)}, "compute_unit": "gpu"}})
+    record = bench.run(device, tiny_artifacts["fp32"].sidecar, 1, SETTINGS, tmp_path / "record.json",
+                       locks=tmp_path / "locks")
+    assert "partially_delegated" in record.flags
+    assert record.raw["delegation"]["nodes"] == 54 and record.raw["delegation"]["of"] == 559

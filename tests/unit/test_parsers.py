@@ -19,9 +19,15 @@ PEAK = (SAMPLES / "tflite_benchmark_model_peak_memory.txt").read_text()
 OP_PROFILE = (SAMPLES / "tflite_op_profiling.txt").read_text()
 NCNN = (SAMPLES / "benchncnn_rk3588.txt").read_text()
 MNN = (SAMPLES / "mnn_benchmark_out.txt").read_text()
+MNN_2019 = (SAMPLES / "mnn_benchmark_out_2019.txt").read_text()
 MNN_PROFILE = (SAMPLES / "mnn_time_profile.txt").read_text()
+GPU_NNAPI = (SAMPLES / "tflite_benchmark_model_gpu_nnapi.txt").read_text()
+# A real partial GPU delegation's lines (an excerpt), ahead of a real run's log.
+GPU_PARTIAL = (SAMPLES / "tflite_gpu_partial_delegation.txt").read_text() + TFLITE
 
 GARBAGE = "Segmentation fault (core dumped)\nERROR: Failed to load model /data/local/tmp/x\n"
+# The peak-memory log from its memory note on: the memory lines alone, no runs.
+MEMORY_ONLY = PEAK[PEAK.index("INFO: Note: as the benchmark tool"):]
 
 
 def logcat(text: str, tag: str = "tflite") -> str:
@@ -130,11 +136,82 @@ def test_tflite_newer_delegate_line_for_the_whole_graph():
     assert (xnnpack.delegate, xnnpack.replaced, xnnpack.total, xnnpack.partitions) == ("TfLiteXNNPackDelegate", 9, 9, 1)
 
 
+def test_tflite_full_gpu_delegation_and_a_delegate_that_took_nothing():
+    result = parse_tflite(GPU_NNAPI)
+    assert result.delegates == (parsers.DelegateCoverage("TfLiteGpuDelegateV2", 49, 49, 1, subgraph=0),)
+    assert result.created == ("GPU", "NNAPI")
+    assert [(a.provider, a.executed, a.kernels) for a in result.applied] == [("GPU", "completely", None),
+                                                                            ("NNAPI", "not", None)]
+    assert result.inference.median_ms == pytest.approx(307.968)
+
+
+def test_tflite_partial_gpu_delegation_keeps_each_delegate_line():
+    gpu, xnnpack = parse_tflite(logcat(GPU_PARTIAL)).delegates
+    assert (gpu.delegate, gpu.replaced, gpu.total, gpu.partitions, gpu.subgraph) == ("TfLiteGpuDelegateV2", 54, 559, 3, 0)
+    assert gpu.fraction == pytest.approx(54 / 559)
+    assert (xnnpack.delegate, xnnpack.replaced, xnnpack.total, xnnpack.partitions) == ("TfLiteXNNPackDelegate", 456, 506, 13)
+
+
+def test_tflite_delegate_lines_of_litert_subgraphs_and_partial_verdicts():
+    # LiteRT names the subgraph; benchmark_tflite_model.cc's verdict for part of the graph counts its kernels.
+    text = TFLITE.replace("INFO: Initialized session", "\n".join([
+        "INFO: Replacing 1 out of 1 node(s) with delegate (DispatchDelegate) node, yielding 1 partitions for "
+        "subgraph 0 (encoder_1x1024).",
+        "INFO: Replacing 3 out of 4 node(s) with delegate (DispatchDelegate) node, yielding 2 partitions for "
+        "subgraph 1 (vision_140).",
+        "INFO: Explicitly applied External delegate, and the model graph will be partially executed by the "
+        "delegate w/ 3 delegate kernels.",
+        "INFO: Initialized session"]))
+    result = parse_tflite(text)
+    assert [(d.replaced, d.total, d.subgraph) for d in result.delegates] == [(1, 1, 0), (3, 4, 1)]
+    assert result.applied == (parsers.common.DelegateApplied("External", "partially", 3),)
+
+
+@pytest.mark.parametrize("line", [
+    "INFO: Explicitly applied GPU delegate, and the model graph will be compl",
+    "INFO: Explicitly applied GPU delegate, and the model graph will be partially executed by the delegate.",
+    "INFO: Though NNAPI delegate is explicitly applied, the model graph will not",
+    "INFO: Created TensorFlow Lite delegate for",
+    "VERBOSE: Replacing 49 out of 49 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 1 partitions for subgr",
+])
+def test_tflite_a_cut_or_garbled_delegate_line_is_refused(line):
+    with pytest.raises(ParseError, match="tflite benchmark_model: malformed delegate"):
+        parse_tflite(GPU_NNAPI.replace("INFO: The input model file size", f"{line}\nINFO: The input model file size"))
+
+
 def test_tflite_memory_footprint_and_peak_memory_section():
     assert parse_tflite(TFLITE).memory == parsers.ToolMemory(init_footprint_mb=14.4414, overall_footprint_mb=14.8164)
     assert parse_tflite(PEAK).memory == parsers.ToolMemory(
         init_footprint_mb=2.46094, overall_footprint_mb=2.58984, peak_footprint_mb=7.01953,
         end_rss_mb=6, end_rss_anon_mb=2, end_rss_file_mb=4)
+
+
+@pytest.mark.parametrize("excerpt, memory", [
+    (MEMORY_ONLY, parse_tflite(PEAK).memory),
+    (TFLITE[TFLITE.index("INFO: Note: as the benchmark tool"):], parse_tflite(TFLITE).memory),
+    ("INFO: Overall peak memory footprint (MB) via periodic monitoring: 7.95312\n",
+     parsers.ToolMemory(peak_footprint_mb=7.95312)),
+    ("INFO: Memory footprint delta from the start of the tool (MB): init=2.46094 overall=2.58984\n",
+     parsers.ToolMemory(init_footprint_mb=2.46094, overall_footprint_mb=2.58984)),
+    (PEAK[PEAK.index("INFO: - VmRSS"):], parsers.ToolMemory(end_rss_mb=6, end_rss_anon_mb=2, end_rss_file_mb=4)),
+], ids=["peak-memory-tail", "footprint-tail", "peak-line", "footprint-line", "vmrss-lines"])
+def test_tflite_memory_lines_alone_give_the_memory_figures_and_no_latency(excerpt, memory):
+    result = parse_tflite(excerpt)
+    assert result.memory == memory
+    assert result.inference is None and result.warmup is None
+    assert result.init_ms is None and result.first_inference_ms is None
+
+
+@pytest.mark.parametrize("text, why", [
+    # Killed after the warm-up, memory lines or not: the warm-up's stats line must not pass for the regular runs'.
+    (TFLITE.split("INFO: Running benchmark for at least 50")[0] + MEMORY_ONLY, "found 1 'count=' line"),
+    (MEMORY_ONLY.replace("monitoring: 7.01953", "monitoring: 7.0x953"), "malformed peak memory line"),
+    (MEMORY_ONLY.replace("init=2.46094 overall=2.58984", "init=2.46094"), "malformed memory footprint line"),
+    (MEMORY_ONLY.replace("RssAnnon           : 2 MB", "RssAnnon           : 3 MB"), "is not VmRSS"),
+], ids=["warmup-only", "garbled-peak", "cut-footprint", "rss-parts-disagree"])
+def test_tflite_memory_lines_alone_still_refuse_what_is_cut_or_garbled(text, why):
+    with pytest.raises(ParseError, match=f"tflite benchmark_model: .*{why}"):
+        parse_tflite(text)
 
 
 def test_tflite_op_profile_summarises_by_node_type():
@@ -293,6 +370,24 @@ def test_mnn_newer_layout_without_asterisks():
     assert result.loops == 20 and result.models[0].avg_ms == 15.222
 
 
+@pytest.mark.parametrize("text", [
+    MNN_2019,
+    # February 2019 (MNN's benchmark/result/2019-2-18.md): no thread count, and a "Warming up..." line.
+    MNN_2019.replace("Forward type: **CPU** thread=4\n", "Forward type: **CPU**\nWarming up...\n"),
+    # March 2020 (2020-3-22.md): the backend's own lines between the model lines.
+    MNN_2019.replace("[ - ] MobileNetV2_224.mnn", 'parsed /proc/cpuinfo Hardware = "Hisilicon Kirin990"\n\n'
+                     "[MNNInfo]:*************set armv82 backend*************\n[ - ] MobileNetV2_224.mnn"),
+], ids=["2019", "february-2019", "early-2020"])
+def test_mnn_2019_layout_gives_the_loop_count_and_no_warmup_count(text):
+    result = parse_mnn_benchmark(text)
+    assert result.loops == 10 and result.settings["loop"] == "10" and result.settings["Forward type"] == "CPU"
+    assert "warmup" not in result.settings  # the tool printed none: unknown, not guessed
+    assert [m.name for m in result.models] == ["resnet-v2-50.mnn", "MobileNetV2_224.mnn", "mobilenet-v1-1.0.mnn",
+                                               "SqueezeNetV1.0.mnn", "inception-v3.mnn"]
+    mobilenet = result.models[1]
+    assert (mobilenet.min_ms, mobilenet.max_ms, mobilenet.avg_ms) == (38.512, 40.129, 39.225)
+
+
 @pytest.mark.parametrize("parse, tool", [(parse_benchncnn, "ncnn benchncnn"),
                                          (parse_mnn_benchmark, "MNN benchmark.out")])
 def test_tool_output_without_model_lines_raises(parse, tool):
@@ -307,7 +402,12 @@ def test_tool_output_without_model_lines_raises(parse, tool):
     MNN.replace("avg =   15.222 ms", "avg =   15.2 2 ms"),
     MNN.replace("loop = 20", "loop = 2 0"),
     MNN.replace("avg =   69.652", "avg =   99.652"),  # above max
-], ids=["no-avg", "garbled-avg", "garbled-loop", "avg-above-max"])
+    MNN.replace("loop = 20, warmup = 5", "loop = 20, warmup = "),
+    MNN_2019.replace("loop = 10", "loop = 1x"),
+    MNN_2019.replace("loop = 10", "loop = 10 warmup = 5"),
+    MNN_2019.replace("max =   40.129ms", "max =   40.1 9ms"),
+], ids=["no-avg", "garbled-avg", "garbled-loop", "avg-above-max", "warmup-without-count", "2019-garbled-loop",
+        "2019-loop-with-stray-text", "2019-garbled-max"])
 def test_mnn_truncated_or_garbled_lines_raise(text):
     with pytest.raises(ParseError, match="MNN benchmark.out: "):
         parse_mnn_benchmark(text)
@@ -349,17 +449,21 @@ class Fixture:
 BASE = [
     Fixture("tflite", parse_tflite, "tflite benchmark_model", TFLITE),
     Fixture("tflite-peak", parse_tflite, "tflite benchmark_model", PEAK),
+    Fixture("tflite-gpu-nnapi", parse_tflite, "tflite benchmark_model", GPU_NNAPI),
+    Fixture("tflite-gpu-partial", parse_tflite, "tflite benchmark_model", GPU_PARTIAL),
     Fixture("op-profile", parse_tflite_op_profile, "tflite benchmark_model", OP_PROFILE, "Timings (microseconds)"),
     Fixture("ncnn", parse_benchncnn, "ncnn benchncnn", NCNN),
+    Fixture("tflite-memory-only", parse_tflite, "tflite benchmark_model", MEMORY_ONLY),
     Fixture("mnn", parse_mnn_benchmark, "MNN benchmark.out", MNN),
+    Fixture("mnn-2019", parse_mnn_benchmark, "MNN benchmark.out", MNN_2019),
     Fixture("mnn-profile", parsers.parse_mnn_time_profile, "MNN timeProfile.out", MNN_PROFILE, "main, 138"),
 ]
 FIXTURES = BASE + [dataclasses.replace(f, id=f"{f.id}/{name}", text=wrap(f.text))
                    for f in BASE for name, wrap in (("logcat-time", logcat_time), ("pty", pty))]
 # A table is whole or absent; lines that each stand alone (models, delegates) may stop early.
 TABLES = ("ops", "")
-# A number, not digits inside a name such as "Conv2d_0", "p95" or "resnet-v2-50.mnn".
-IN_NUMBER = re.compile(r"(?<![\w.\-])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\w)")
+# A number, not digits inside a name such as "Conv2d_0", "p95" or "resnet-v2-50.mnn"; older tools glue "ms" to it.
+IN_NUMBER = re.compile(r"(?<![\w.\-])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?=\W|ms\b|$)")
 
 
 def agrees(got, full, path: str = "") -> bool:

@@ -76,7 +76,7 @@ def test_broken_hook_signature_names_the_plugin(tmp_path):
             pass
     '''))
     done = slimlab("plugins", env={"SLIMLAB_PLUGINS_DIR": str(tmp_path)})
-    assert done.returncode == 2
+    assert done.returncode == 0  # skipped with a warning, not fatal
     assert "broken.py" in done.stderr and "extra_argument" in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -90,20 +90,20 @@ def test_misspelt_hook_fails_at_check_pending(tmp_path):
             pass
     '''))
     done = slimlab("plugins", env={"SLIMLAB_PLUGINS_DIR": str(tmp_path)})
-    assert done.returncode == 2
+    assert done.returncode == 0  # skipped with a warning, not fatal
     assert "typo.py" in done.stderr and "register_stagez" in done.stderr
 
 
 def test_plugin_that_fails_to_import_is_named(tmp_path):
     (tmp_path / "crashes.py").write_text("raise RuntimeError('boom')\n")
     done = slimlab("plugins", env={"SLIMLAB_PLUGINS_DIR": str(tmp_path)})
-    assert done.returncode == 2
+    assert done.returncode == 0  # skipped with a warning, not fatal
     assert "crashes.py" in done.stderr and "boom" in done.stderr
 
 
 def test_duplicate_stage_name_names_both_plugins(tmp_path):
     (tmp_path / "clash.py").write_text(STAGE_PLUGIN.format(name="quantize.int8"))
     done = slimlab("stages", env={"SLIMLAB_PLUGINS_DIR": str(tmp_path)})
-    assert done.returncode == 2
+    assert done.returncode == 0  # the built-in keeps the name; the plugin is skipped with a warning
     assert "quantize.int8" in done.stderr
     assert "clash.py" in done.stderr and "slimlab.plugins.stages.quantize_int8" in done.stderr

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from slimlab.cli import series_progress
+from slimlab.progress import series as series_progress
 from tests.support import REPO, bench_block, slimlab
 
 BENCH = bench_block(warmup=2, runs=20, min_seconds=1.0)

@@ -182,10 +182,10 @@ def test_a_job_in_another_network_namespace_gets_a_zygote_of_its_own():
     # A bench job run under `ip netns exec` must reach its board from that namespace, not from the zygote's.
     if os.geteuid() != 0 or not shutil.which("unshare"):
         lab_unavailable("a new network namespace (unshare --net) needs root")
-    code = "from slimlab import zygote; print(zygote.socket_path('plain'))"
+    code = "from slimlab import zygote; print(zygote.socket_path('plain', 'slimlab.cli'))"
     inside = subprocess.run(["unshare", "--net", sys.executable, "-c", code], capture_output=True, text=True)
     assert inside.returncode == 0, inside.stderr
-    assert inside.stdout.strip() != str(zygote.socket_path("plain"))
+    assert inside.stdout.strip() != str(zygote.socket_path("plain", "slimlab.cli"))
 
 
 def test_a_zygote_whose_code_changed_serves_no_more_jobs(tiny_artifacts, tmp_path, env):

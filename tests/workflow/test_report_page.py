@@ -122,8 +122,10 @@ def test_the_report_numbers_are_the_records_numbers(run):
         assert f"<td>{record.latency.median_ms:.4g}</td>" in page
     baseline = measured[(measured["recipe"] == "baseline") & (measured["format"] == "tflite")]
     assert (baseline["speedup_vs_baseline"] == 1.0).all()
-    failed = summary[summary["status"] == "convert_failed"]
-    assert set(failed["recipe"]) == {"int8", "pruned_int8"} and failed["error"].str.contains("MNN").all()
+    # MNN's known refusal of int8 TFLite is a limit, not a failure: listed apart, with its reason.
+    refused = summary[(summary["status"] == "unsupported") & (summary["format"] == "mnn")]
+    assert set(refused["recipe"]) == {"int8", "pruned_int8"} and refused["error"].str.contains("MNN 3.6.1").all()
+    assert not (summary["status"] == "convert_failed").any()
 
 
 def test_snakemake_report_zip_bundles_the_summary(run):

@@ -36,7 +36,7 @@ for _device in DEVICES.values():
         resources:
             **{_device.resource: 1},
         # Not a tuning knob: a benchmark on this host holds every core, so no training job skews it.
-        threads: workflow.cores if _device.transport == "local" else 1
+        threads: workflow.cores if registry.transports()[_device.transport].runs_on_host else 1
         log:
             f"results/logs/bench/{_device.name}/{{artifact}}/{{options}}/threads-{{threads}}.log",
         conda:

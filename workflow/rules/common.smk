@@ -3,8 +3,9 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 
-from slimlab import option_sets, registry, workflow as slimlab_workflow
+from slimlab import artifacts, option_sets, registry, workflow as slimlab_workflow
 from slimlab.errors import SlimlabError
 
 try:
@@ -17,15 +18,37 @@ except SlimlabError as exc:
 PLAN = EXPERIMENT.plan
 DEVICES = EXPERIMENT.devices
 
+
+def sidecar(artifact):
+    return f"results/artifacts/{artifact}/artifact.json"
+
+
+# A failed step's sidecar is a valid output, so a plain rerun would not retry it. One that failed (or was
+# unsupported) in another environment (slimlab.identity.environment: the Python, the installed packages, the
+# plugins) is deleted here with the failed sidecars of the steps skipped below it, and so is the report's
+# summary.parquet: Snakemake rebuilds a missing file only for a consumer that reruns, and the report is the
+# consumer of them all. A dry run only says so. Only in the snakemake process that plans the run (cluster
+# jobs load this file too), and only where jobs run in this process's own environment: with conda or
+# apptainer they run in another, which Snakemake's software-env trigger watches.
+_DEPLOYMENT = {getattr(m, "name", str(m)).upper() for m in workflow.deployment_settings.deployment_method}
+if workflow.is_main_process and not _DEPLOYMENT & {"CONDA", "APPTAINER"}:
+    _sidecars = [sidecar(artifact) for artifact in PLAN.steps]
+    _retried = artifacts.stale_failures(_sidecars)
+    _dry = workflow.output_settings is not None and workflow.output_settings.dryrun
+    if _retried and not _dry:
+        artifacts.forget(_retried, _sidecars)
+        Path("results/report/summary.parquet").unlink(missing_ok=True)
+    _verb = "would retry (a dry run changes nothing)" if _dry else "retrying"
+    for _path, _error in _retried[:5]:
+        print(f"slimlab: {_verb} {_path.parent} (failed in another environment: {_error})", file=sys.stderr)
+    if len(_retried) > 5:
+        print(f"slimlab: {_verb} {len(_retried) - 5} more steps that failed in another environment", file=sys.stderr)
+
 _SOURCE_STAGES = "|".join(re.escape(n) for n, s in registry.stages().items() if s.is_source)
 SOURCE_STEP = rf"(?:{_SOURCE_STAGES})(?:@[^/]+)?"
 CONVERT_STEP = r"convert\.[^/@]+(?:@[^/]+)?"
 COMPRESS_STEP = rf"(?!convert\.)(?!(?:{_SOURCE_STAGES})(?:@|$))[^/]+"
 OPTION_SET = "|".join(re.escape(name) for name in config["bench"]["option_sets"])
-
-
-def sidecar(artifact):
-    return f"results/artifacts/{artifact}/artifact.json"
 
 
 def step_json(wildcards):

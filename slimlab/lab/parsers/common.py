@@ -94,10 +94,22 @@ class DelegateCoverage:
     replaced: int
     total: int | None  # older builds print "Replacing X node(s)": no total
     partitions: int
+    subgraph: int | None = None  # newer builds: "... for subgraph 0." (None: "for the whole graph" or unsaid)
 
     @property
     def fraction(self) -> float | None:
         return None if self.total is None else self.replaced / self.total
+
+
+@dataclass(frozen=True)
+class DelegateApplied:
+    """benchmark_model's verdict on a delegate it was asked for (``provider`` as the tool names it: "GPU",
+    "NNAPI", "Hexagon", "External", ...): "Explicitly applied .. completely|partially executed .. (w/ N
+    delegate kernels)" or "Though .. explicitly applied, the model graph will not be executed"."""
+
+    provider: str
+    executed: str  # "completely", "partially" or "not"
+    kernels: int | None = None  # "partially": the delegate kernels it made
 
 
 @dataclass(frozen=True)
@@ -131,10 +143,12 @@ class TfliteResult:
     init_ms: float | None
     first_inference_ms: float | None
     warmup: RunStats | None
-    inference: RunStats
+    inference: RunStats | None  # None: an excerpt of the memory lines alone
     delegates: tuple[DelegateCoverage, ...] = ()
     ops: tuple[OpSummary, ...] = ()
     memory: ToolMemory | None = None
+    created: tuple[str, ...] = ()  # "Created TensorFlow Lite delegate for GPU.": "GPU"
+    applied: tuple[DelegateApplied, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ _NCNN_MODEL = re.compile(rf"(\S+)\s+min =\s*({NUMBER})\s+max =\s*({NUMBER})\s+av
 _MNN_MODEL = re.compile(rf"\[ - \]\s+(\S+)((?:\s+(?:max|min|avg) =\s*{NUMBER}\s*ms){{3}})")
 _MNN_TIME = re.compile(rf"(max|min|avg) =\s*({NUMBER})")
 _MNN_FORWARD = re.compile(rf"Forward type: \**(\S+?)\**((?: \w+={NUMBER}\**)*)")
-_MNN_LOOP = re.compile(r"-+> Benchmarking\.\.\. loop = (\d+), warmup = (\d+)")
+# Releases of 2019 and early 2020 print no warm-up count: their warm-up stays unknown, not guessed.
+_MNN_LOOP = re.compile(r"-+> Benchmarking\.\.\. loop = (?P<loop>\d+)(?:, warmup = (?P<warmup>\d+))?")
 
 
 def _timing(out: Output, name: str, low: str, high: str, avg: str) -> ModelTiming:
@@ -86,5 +87,6 @@ def parse_mnn_benchmark(*outputs: str) -> ToolResult:
             forward, rest = out.match(_MNN_FORWARD, line, "forward type").groups()
             settings.update({"Forward type": forward, **dict(re.findall(rf"(\w+)=({NUMBER})", rest))})
         elif "> Benchmarking..." in line:
-            settings.update(zip(("loop", "warmup"), out.match(_MNN_LOOP, line, "benchmarking").groups()))
+            counts = out.match(_MNN_LOOP, line, "benchmarking").groupdict()
+            settings.update({key: count for key, count in counts.items() if count is not None})
     return _tool_result(out, settings, models, "loop", "[ - ] model  max = .. min = .. avg = ..")

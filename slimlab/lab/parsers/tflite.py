@@ -2,7 +2,7 @@
 
 import re
 
-from slimlab.lab.parsers.common import (DelegateCoverage, NUMBER, OpSummary, Output, RunStats, TfliteResult,
+from slimlab.lab.parsers.common import (DelegateApplied, DelegateCoverage, NUMBER, OpSummary, Output, RunStats, TfliteResult,
                                         ToolMemory, op_row, op_table)
 
 
@@ -20,8 +20,15 @@ _SUMMARY_VALUE = rf"(?:{NUMBER}|-?nan)"
 _SUMMARY = re.compile(
     rf"(?:Average )?[Ii]nference timings in us: ((?:[A-Za-z][A-Za-z ()]*: {_SUMMARY_VALUE}(?:, |$))+)")
 _SUMMARY_ITEM = re.compile(rf"([A-Za-z][A-Za-z ()]*): ({_SUMMARY_VALUE})")
+# One line per delegate and subgraph: "..., yielding 3 partitions." (older), "... for the whole graph.",
+# "... for subgraph 0." and LiteRT's "... for subgraph 0 (name)." (newer).
 _REPLACING = re.compile(r"Replacing (\d+)(?: out of (\d+))? node\(s\) with delegate \((.*)\) node, "
-                        r"yielding (\d+) partitions[^.]*\.")
+                        r"yielding (\d+) partitions(?: for the whole graph| for subgraph (\d+)(?: \([^)]*\))?)?\.")
+_CREATED = re.compile(r"Created TensorFlow Lite delegate for (\S+)\.")
+_APPLIED = re.compile(r"Explicitly applied (\S+) delegate, and the model graph will be (completely|partially) "
+                      r"executed by the delegate(?: w/ (\d+) delegate kernels)?\.")
+_NOT_APPLIED = re.compile(r"Though (\S+) delegate is explicitly applied, the model graph will not be executed by "
+                          r"the delegate\.")
 _FOOTPRINT = re.compile(
     rf"Memory footprint delta from the start of the tool \(MB\): init=({NUMBER}) overall=({NUMBER})")
 _PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: ({NUMBER})")
@@ -46,12 +53,15 @@ def _run_stats(out: Output, line: str) -> RunStats:
     return stats
 
 
-def _warmup_and_regular(out: Output) -> tuple[RunStats | None, RunStats]:
+def _warmup_and_regular(out: Output, memory: ToolMemory | None) -> tuple[RunStats | None, RunStats | None]:
     """The tool logs the warm-up's stats line, then the regular runs'. An excerpt may hold only the latter:
     a lone stats line is the regular runs' unless the output shows the run's start before it or a
-    further run after it, where it is the warm-up's of a run cut off."""
+    further run after it, where it is the warm-up's of a run cut off. An excerpt of the memory lines
+    alone holds neither: (None, None)."""
     at = [i for i, line in enumerate(out.lines) if line.lstrip().startswith("count=")]
     stats = [_run_stats(out, out.lines[i]) for i in at]
+    if not stats and memory is not None:
+        return None, None
     if len(stats) == 2:
         return stats[0], stats[1]
     started = len(at) == 1 and any(line.startswith(("STARTING!", "Initialized session")) for line in out.lines[:at[0]])
@@ -64,15 +74,16 @@ def _warmup_and_regular(out: Output) -> tuple[RunStats | None, RunStats]:
 
 def parse_tflite(*outputs: str) -> TfliteResult:
     """benchmark_model's log (its stdout and stderr): warm-up and regular-run stats, init, delegate coverage,
-    memory, op profile."""
+    memory, op profile. ``inference`` is None only for an excerpt of the memory lines alone."""
     out = Output(TFLITE, outputs)
-    warmup, inference = _warmup_and_regular(out)
-    if inference.count == 0 or inference.avg_ms is None:
+    memory = _tflite_memory(out)
+    warmup, inference = _warmup_and_regular(out, memory)
+    if inference is not None and (inference.count == 0 or inference.avg_ms is None):
         raise out.error("the regular runs' 'count=' line has no timings")
 
     summary: dict[str, float] = {}
     init_ms = None
-    delegates = []
+    delegates, created, applied = [], [], []
     for line in out.lines:
         if "nference timings in us:" in line:
             items = _SUMMARY_ITEM.findall(out.match(_SUMMARY, line, "timings summary").group(1))
@@ -80,22 +91,36 @@ def parse_tflite(*outputs: str) -> TfliteResult:
         elif line.startswith("Initialized session in"):
             init_ms = out.number(out.match(_INIT, line, "init").group(1), "init")
         elif line.startswith("Replacing ") and " with delegate " in line:
-            replaced, total, name, partitions = out.match(_REPLACING, line, "delegate").groups()
+            replaced, total, name, partitions, subgraph = out.match(_REPLACING, line, "delegate").groups()
             if total is not None and not 0 < int(replaced) <= int(total):
                 raise out.error(f"delegate line replaces {replaced} of {total} nodes: {line.strip()!r}")
-            delegates.append(DelegateCoverage(name, int(replaced), total and int(total), int(partitions)))
+            delegates.append(DelegateCoverage(name, int(replaced), total and int(total), int(partitions),
+                                              subgraph and int(subgraph)))
+        elif line.startswith("Created TensorFlow Lite delegate for"):
+            created.append(out.match(_CREATED, line, "delegate created").group(1))
+        elif line.startswith("Explicitly applied "):
+            provider, executed, kernels = out.match(_APPLIED, line, "delegate applied").groups()
+            if (kernels is None) != (executed == "completely"):
+                raise out.error(f"malformed delegate applied line: {line.strip()!r}")
+            applied.append(DelegateApplied(provider, executed, kernels and int(kernels)))
+        elif line.startswith("Though ") and " delegate is explicitly applied" in line:
+            applied.append(DelegateApplied(out.match(_NOT_APPLIED, line, "delegate applied").group(1), "not"))
     if warmup is not None and warmup.count == 0:
         # --warmup_runs=0: no warm-up, and the summary's "First inference: 0" is no time
         warmup = None
         summary.pop("First inference", None)
     return TfliteResult(
-        init_ms=summary.get("Init", init_ms),
+        # "Initialized session in 5664.36ms." comes first and says the same as the summary's "Init: 5664363" (µs),
+        # rounded: read it first, so that a log cut before the summary gives the same init.
+        init_ms=summary.get("Init") if init_ms is None else init_ms,
         first_inference_ms=summary.get("First inference", warmup and warmup.first_ms),
         warmup=warmup,
         inference=inference,
         delegates=tuple(delegates),
         ops=_tflite_op_profile(out),
-        memory=_tflite_memory(out),
+        memory=memory,
+        created=tuple(created),
+        applied=tuple(applied),
     )
 
 

@@ -1,4 +1,4 @@
-"""The npmlp format's runtime adapter: pushed inside slimlab's payload, runs with NumPy only."""
+"""The npmlp format's device adapter: pushed inside slimlab's payload, runs with NumPy only."""
 
 from slimlab_payload.runtime import Runtime, random_input
 
@@ -15,12 +15,18 @@ class Adapter(Runtime):
     def feed(self, rng, input_shape):
         self.x = random_input(self.np, (1, self.layers[0][0].shape[0]), self.dtype, rng)
 
-    def invoke(self):
-        h = self.x
+    def forward(self, h):
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:
                 h = self.np.maximum(h, 0)
+        return h
+
+    def invoke(self):
+        self.forward(self.x)
+
+    def predict(self, sample):
+        return self.forward(sample.reshape(1, -1).astype(self.dtype))[0].astype(self.np.float32)
 
     def applied(self):
         return {"dtype": self.dtype}

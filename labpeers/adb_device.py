@@ -1,7 +1,7 @@
 """A device-side ADB daemon in pure Python: an Android device without the hardware.
 
 ``AdbPeer`` listens on 127.0.0.1 and speaks the real ADB transport protocol
-(:mod:`slimlab.lab.virtual.adb_wire`), so the stock ``adb`` client and server can
+(:mod:`labpeers.adb_wire`), so the stock ``adb`` client and server can
 ``adb connect 127.0.0.1:PORT`` to it and then ``shell``, ``push`` and ``pull``
 as they would against a phone reached over Wi-Fi.
 
@@ -41,7 +41,7 @@ process group the peer started. ``start()`` (or ``restart()``) binds the same
 port again; the adb server reconnects by itself (adb 29 retries every 10 s)
 or at once after ``adb disconnect`` + ``adb connect``.
 
-Run ``python -m slimlab.lab.virtual.adb_device --sandbox DIR --port N`` to use it by hand.
+Run ``python -m labpeers.adb_device --sandbox DIR --port N`` from the checkout's root to use it by hand.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from slimlab.lab.virtual.adb_wire import (
+from labpeers.adb_wire import (
     SHELL_EXIT,
     SHELL_HEADER,
     SHELL_STDERR,

@@ -7,7 +7,7 @@
   concurrently (one thread per stream).
 * A :class:`Connection` hands each ``OPEN`` to its device's ``service_handler``
   and runs the handler on a :class:`Stream`; the device
-  (:mod:`slimlab.lab.virtual.adb_device`) serves the services.
+  (:mod:`labpeers.adb_device`) serves the services.
 * The framing of the services' own protocols: shell protocol v2 packets (AOSP
   ``shell_protocol.h``) and sync requests (AOSP ``SYNC.TXT``).
 """
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import subprocess
 
-    from slimlab.lab.virtual.adb_device import AdbPeer
+    from labpeers.adb_device import AdbPeer
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@
 1. takes the nightly lock (a second nightly exits 2, naming the process that holds it),
    and clears a Snakemake lock that a killed run left behind, once it has made sure no
    Snakemake process works in this directory (it logs that it did);
-2. runs the workflow (``snakemake --profile ...``), which builds the recipes and records
-   every benchmark on every reachable device;
+2. runs the workflow (the folder's Snakefile, else slimlab's own with ``--directory``: see
+   :func:`snakemake_command`), which builds the recipes and records every benchmark;
 3. for every series (recipe, format, device, option set, threads) with an accepted
    baseline, times the baseline artifact and the candidate side by side on the device,
    in alternating rounds, and decides with :mod:`slimlab.lab.verdict` (an ``unsure``
@@ -16,11 +16,14 @@
 5. writes ``verdict.md`` and ``verdict.json``; every number links to its record.
 
 Exit codes: 0 ok, 1 a regression, 2 an infrastructure failure (a series that should
-have a record and has none, a device that failed, a lock held by a live run). A series
+have a record and has none, a device that failed; any failure of the nightly's own). A series
 on an emulated device (the inventory's ``emulated``) has status ``emulated``: it is
 listed, never compared, and leaves the exit code alone.
-``slimlab nightly accept --reason ...`` makes the current artifacts the baseline and
-appends who, when and why to ``audit.log``.
+``slimlab nightly accept --reason ...`` makes the current artifacts the baseline (each copied whole,
+named by :func:`artifact_digest`) and appends who, when and why to ``audit.log``.
+
+This orchestration sits on top, beside the CLI: it runs the workflow and reads the
+report. The lab-level parts it uses (statistics, verdict, history) are in :mod:`slimlab.lab`.
 """
 
 import datetime as dt
@@ -39,8 +42,9 @@ from pathlib import Path
 
 import pandas as pd
 
+import slimlab
 from slimlab import registry, report
-from slimlab.artifacts import Artifact, read_sidecar
+from slimlab.artifacts import SIDECAR, Artifact, read_sidecar
 from slimlab.atomic import write_bytes, write_json
 from slimlab.errors import ArtifactError, DeviceError, SlimlabError
 from slimlab.lab import energy, history, verdict
@@ -52,6 +56,8 @@ from slimlab.records import BenchRecord, load
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_REGRESSION, EXIT_INFRA = 0, 1, 2
 SERIES_KEYS = ("recipe", "format", "device", "option_set", "threads")
+PROFILE, SNAKEFILES = Path("profiles/nightly"), ("Snakefile", "snakefile", "workflow/Snakefile", "workflow/snakefile")
+INDEX_VERSION = 2  # of baseline.json: 2, copies named by artifact_digest; none, by the main file's sha256 only
 
 
 class Busy(SlimlabError):
@@ -98,35 +104,68 @@ def snakemake_processes(workdir: Path) -> list[int]:
 
 
 def recover_snakemake_lock(workdir: Path, snakemake: list[str]) -> bool:
-    """Clear a lock a killed Snakemake left behind; refuse (Busy) while a Snakemake still runs here."""
+    """Clear a lock a killed Snakemake left behind (with the nightly's own ``snakemake`` arguments); refuse (Busy)
+    while a Snakemake still runs here."""
     locks = workdir / ".snakemake" / "locks"
     if not locks.is_dir() or not any(locks.iterdir()):
         return False
     running = snakemake_processes(workdir)
     if running:
         raise Busy(f"{workdir} is locked by a running Snakemake (pid {', '.join(map(str, running))})")
-    subprocess.run([*snakemake, "--unlock"], cwd=workdir, capture_output=True, check=True)
+    done = subprocess.run([*snakemake, "--unlock"], cwd=workdir, capture_output=True, text=True)
+    if done.returncode != 0:
+        said = (done.stderr + done.stdout).strip().splitlines() or ["no message"]
+        raise SlimlabError(f"snakemake --unlock failed (exit {done.returncode}) on the lock a killed run left in "
+                           f"{locks}: {said[-1].strip().removeprefix('slimlab: error: ')}")
     log.warning("recovered: removed the Snakemake lock a killed run left in %s (no Snakemake process runs there)",
                 locks)
     return True
 
 
-def series_key(row) -> str:
-    return "|".join(str(row[key]) for key in SERIES_KEYS)
+def snakemake_command(workdir: Path, extra: list[str]) -> list[str]:
+    """The folder's Snakefile, else slimlab's own with ``--directory workdir`` (a ``slimlab init`` folder); unless
+    ``extra`` says how to run snakemake, the folder's ``profiles/nightly``, else slimlab's. slimlab's own are beside
+    its package, in the checkout ``make setup`` installed it from (editable); the unlock gets the same arguments."""
+    own = Path(slimlab.__file__).resolve().parent.parent
+    own_snakefile = not {"-s", "--snakefile"} & {arg.split("=")[0] for arg in extra} \
+        and not any((workdir / name).is_file() for name in SNAKEFILES)
+    own_profile = not extra and not (workdir / PROFILE).is_dir()
+    if (own_snakefile or own_profile) and not ((own / "Snakefile").is_file() and (own / PROFILE).is_dir()):
+        raise SlimlabError(f"no Snakefile or {PROFILE} here, and slimlab's own are not beside its package (no {own}/"
+                           f"Snakefile and {own}/{PROFILE}): install slimlab editable from its checkout (make setup)")
+    workflow = ["--snakefile", str(own / "Snakefile"), "--directory", str(workdir)] if own_snakefile else []
+    return [sys.executable, "-m", "snakemake", *workflow,
+            *(extra or ["--workflow-profile", str(own / PROFILE if own_profile else PROFILE)])]
+
+
+def series_key(row: dict) -> str:
+    return "|".join(str(row.get(key, "")) for key in SERIES_KEYS)
 
 
 def expected_series(plan: dict) -> list[dict]:
     """Every (deployable, record) the workflow should have measured."""
-    found = []
-    for item in plan["deployables"]:
-        for path in item.get("records", []):
-            found.append({"recipe": item["recipe"], "format": item["format"], "sidecar": item["sidecar"],
-                          "record": path})
-    return found
+    return [{"recipe": item["recipe"], "format": item["format"], "sidecar": item["sidecar"], "record": path}
+            for item in plan["deployables"] for path in item.get("records", [])]
+
+
+def artifact_digest(artifact: Artifact) -> str:
+    """The whole artifact: every file's sha256 as its sidecar lists them, and the sidecar's bytes (accuracy, size,
+    lineage). Two artifacts that share a file (ncnn models of one architecture share their .param) never share it."""
+    files = {name: info.sha256 for name, info in artifact.info.files.items()}
+    sidecar = hashlib.sha256(artifact.sidecar.read_bytes()).hexdigest()
+    return hashlib.sha256(json.dumps({"files": files, "sidecar": sidecar}, sort_keys=True).encode()).hexdigest()
+
+
+def accepted_artifact(sidecar: str | Path, digest: str) -> Artifact:
+    """An accepted copy, checked against the digest it was accepted with: an edit or damage since is an error."""
+    artifact = Artifact.load(sidecar)
+    if artifact_digest(artifact) != digest:
+        raise ArtifactError(f"{sidecar}: changed since it was accepted; accept the baseline again")
+    return artifact
 
 
 class Baseline:
-    """The accepted artifacts, copied by sha256 under ``state/baseline/``, and the audit trail."""
+    """The accepted artifacts, each copied whole to ``state/baseline/<artifact_digest>/``, the index, the audit."""
 
     def __init__(self, state: Path):
         self.root = state / "baseline"
@@ -137,9 +176,15 @@ class Baseline:
         if not self.index.is_file():
             return {}
         try:
-            return json.loads(self.index.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{self.index}: not a valid baseline ({exc}); accept a new one") from None
+            accepted = json.loads(self.index.read_text())
+        except (OSError, ValueError):  # unreadable, or not JSON
+            accepted = None
+        if not isinstance(accepted, dict) or accepted.get("version") != INDEX_VERSION:
+            raise ArtifactError(
+                f"{self.index}: not a baseline this slimlab reads (damaged, or from an older slimlab, which named each "
+                "baseline by its main file only, so that ncnn models of one architecture shared one); accept the "
+                "baseline again: slimlab nightly accept --reason ...")
+        return accepted
 
     def accept(self, plan: dict, reason: str, run_id: str | None) -> dict:
         artifacts = {}
@@ -147,14 +192,20 @@ class Baseline:
             if "sidecar" not in item or read_sidecar(item["sidecar"]).status != "ok":
                 continue
             source = Artifact.load(item["sidecar"])
-            target = self.root / source.sha256
-            if not target.is_dir():
-                shutil.copytree(source.dir, target.with_name(target.name + ".part"), dirs_exist_ok=True)
-                target.with_name(target.name + ".part").rename(target)
-            artifacts[f"{item['recipe']}|{item['format']}"] = {"sidecar": str(target / "artifact.json"),
+            digest = artifact_digest(source)
+            target, part = self.root / digest, self.root / f"{digest}.part"
+            try:
+                accepted_artifact(target / SIDECAR, digest)  # a copy made before, still whole
+            except ArtifactError:
+                for stale in (target, part):  # a damaged copy, or one a killed accept left half done
+                    shutil.rmtree(stale, ignore_errors=True)
+                shutil.copytree(source.dir, part)
+                part.rename(target)
+            artifacts[f"{item['recipe']}|{item['format']}"] = {"sidecar": str(target / SIDECAR), "digest": digest,
                                                                "sha256": source.sha256}
         who = f"{getpass.getuser()}@{platform.node()}"
-        accepted = {"accepted": now(), "by": who, "reason": reason, "run": run_id, "artifacts": artifacts}
+        accepted = {"version": INDEX_VERSION, "accepted": now(), "by": who, "reason": reason, "run": run_id,
+                    "artifacts": artifacts}
         write_json(self.index, accepted)
         with open(self.audit, "a") as audit:
             audit.write(json.dumps({"when": accepted["accepted"], "who": who, "why": reason, "run": run_id,
@@ -247,7 +298,11 @@ def evaluate(series: dict, accepted: dict, measurer: Measurer, run_dir: Path) ->
     if record.status != "ok" or base is None:
         return {**row, "status": "new" if record.status == "ok" else "missing",
                 "reason": "no accepted baseline yet" if record.status == "ok" else record.error}
-    candidate, baseline = Artifact.load(series["sidecar"]), Artifact.load(base["sidecar"])
+    try:
+        candidate = Artifact.load(series["sidecar"])
+        baseline = accepted_artifact(base["sidecar"], base["digest"])
+    except ArtifactError as exc:  # a damaged artifact or baseline copy: this series cannot be compared
+        return {**row, "status": "infra", "reason": str(exc)}
     exact, notes = exact_changes(candidate, baseline)
     row.update(accuracy=candidate.info.accuracy["test"], baseline_accuracy=baseline.info.accuracy["test"],
                size_bytes=candidate.info.size.bytes, baseline_size_bytes=baseline.info.size.bytes)
@@ -285,7 +340,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "| status | recipe | format | device | set | threads | ratio | interval | ms | record | reason |",
              "|---|---|---|---|---|---|---:|---|---:|---|---|"]
     order = {"infra": 0, "missing": 1, "regression": 2, "unsure": 3, "improvement": 4, "new": 5, "ok": 6, "emulated": 7}
-    for row in sorted(rows, key=lambda r: (order.get(r["status"], 9), series_key_text(r))):
+    for row in sorted(rows, key=lambda r: (order.get(r["status"], 9), series_key(r))):
         ratio = row.get("latency_ratio")
         numbers = (f"[{ratio:.3f}]({row['samples']})", f"{row['latency_low']:.3f}–{row['latency_high']:.3f}") \
             if ratio is not None else ("", "")
@@ -294,10 +349,6 @@ def markdown(rows: list[dict], meta: dict) -> str:
                      f"{row.get('option_set', '')} | {row.get('threads', '')} | {numbers[0]} | {numbers[1]} | "
                      f"{median} | [record]({row['record']}) | {row.get('reason', '')} |")
     return "\n".join(lines) + "\n"
-
-
-def series_key_text(row: dict) -> str:
-    return "|".join(str(row.get(key, "")) for key in SERIES_KEYS)
 
 
 def git_commit(workdir: Path) -> str | None:
@@ -310,6 +361,7 @@ def run(workdir: Path, state: Path, snakemake: list[str], rounds: int, threshold
     """The whole nightly; returns the exit code. ``track`` wraps the list of series as they are measured (the CLI
     shows which of how many)."""
     with nightly_lock(state):
+        accepted = Baseline(state).load()  # a bad index fails now, not after the night's build
         recover_snakemake_lock(workdir, snakemake)
         built = subprocess.run(snakemake, cwd=workdir)
         plan_path = workdir / "results/report/deployables.json"
@@ -318,7 +370,6 @@ def run(workdir: Path, state: Path, snakemake: list[str], rounds: int, threshold
         plan = report.read_plan(plan_path)
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         run_dir = state / "runs" / run_id
-        accepted = Baseline(state).load()
         measurer = Measurer(load_inventory(workdir / plan["inventory"]), rounds, thresholds)
         rows = [evaluate(series, accepted, measurer, run_dir) for series in track(expected_series(plan))]
         if built.returncode != 0:
