@@ -44,8 +44,9 @@ class Format:
     first), ``Options`` (a :class:`RuntimeOptions` model: the schema of ``bench.options.<name>``),
     ``runtime_adapter`` (the path of the file holding its device adapter, ``class Adapter(Runtime)``; it is
     pushed inside the payload and also runs ``predict`` on the host), ``converter`` (its ``convert.<name>``
-    :class:`slimlab.stages.Stage`, registered with the stages; None if nothing converts to it) and
-    ``predict_options`` (the runtime options host-side ``predict`` uses).
+    :class:`slimlab.stages.Stage`, registered with the stages; None if nothing converts to it),
+    ``refuses`` (source format -> a one-line reason its converter does not take it, which the plan reports)
+    and ``predict_options`` (the runtime options host-side ``predict`` uses).
 
     Methods: ``save(model, folder)`` writes the files (each atomically: :func:`slimlab.atomic.write_bytes`);
     ``load(folder)`` reads them back, raising :class:`slimlab.errors.ArtifactError` naming a bad file;
@@ -60,6 +61,8 @@ class Format:
     runtime_adapter: Traversable | Path | None = None
     # Its ``convert.<name>`` stage (a slimlab.stages.Stage), registered with the other stages.
     converter = None
+    # Why ``converter`` takes no model of a source format, by source format name: the plan's unsupported reason.
+    refuses: dict[str, str] = {}
     # The runtime options host-side ``predict`` runs the adapter with: the reference devices are compared with.
     predict_options: dict = {}
 

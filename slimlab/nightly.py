@@ -17,8 +17,8 @@
 
 Exit codes: 0 ok, 1 a regression, 2 an infrastructure failure (a series that should
 have a record and has none, a device that failed; any failure of the nightly's own). A series
-on an emulated device (the inventory's ``emulated``) has status ``emulated``: it is
-listed, never compared, and leaves the exit code alone.
+that is no device figure (``emulated``, ``software_gpu``), or whose artifact is a known limit
+(``unsupported``), is listed under that status, never compared, and leaves the exit code alone.
 ``slimlab nightly accept --reason ...`` makes the current artifacts the baseline (each copied whole,
 named by :func:`artifact_digest`) and appends who, when and why to ``audit.log``.
 
@@ -292,8 +292,11 @@ def evaluate(series: dict, accepted: dict, measurer: Measurer, run_dir: Path) ->
     row.update(device=record.device, option_set=record.option_set, threads=record.threads,
                median_ms=record.latency.median_ms if record.latency else None, runtime=record.runtime,
                cpu=record.raw.get("cpu"), machine=record.raw.get("machine"))
-    if record.emulated:  # what ran on an emulator is no device figure: never compared, no effect on the exit code
-        return {**row, "status": "emulated", "reason": "an emulated device: its latency is no device figure"}
+    # No device figure (an emulator's, a software GPU's): listed, never compared, no effect on the exit code.
+    if unlike := sorted(report.NOT_DEVICE_FIGURE & {*record.flags, *["emulated"] * bool(record.emulated)}):
+        return {**row, "status": unlike[0], "reason": f"{unlike[0]}: its latency is no device figure"}
+    if record.status == "skipped" and (record.error or "").startswith("the artifact is unsupported"):
+        return {**row, "status": "unsupported", "reason": record.error}  # a known limit: listed apart
     base = accepted.get("artifacts", {}).get(f"{series['recipe']}|{series['format']}")
     if record.status != "ok" or base is None:
         return {**row, "status": "new" if record.status == "ok" else "missing",
@@ -339,7 +342,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
              ", ".join(f"**{n} {status}**" for status, n in counts.items()), "",
              "| status | recipe | format | device | set | threads | ratio | interval | ms | record | reason |",
              "|---|---|---|---|---|---|---:|---|---:|---|---|"]
-    order = {"infra": 0, "missing": 1, "regression": 2, "unsure": 3, "improvement": 4, "new": 5, "ok": 6, "emulated": 7}
+    order = {"infra": 0, "missing": 1, "regression": 2, "unsure": 3, "improvement": 4, "new": 5, "ok": 6,
+             "unsupported": 7, "emulated": 8, "software_gpu": 8}
     for row in sorted(rows, key=lambda r: (order.get(r["status"], 9), series_key(r))):
         ratio = row.get("latency_ratio")
         numbers = (f"[{ratio:.3f}]({row['samples']})", f"{row['latency_low']:.3f}–{row['latency_high']:.3f}") \

@@ -32,6 +32,7 @@ class Plan:
     steps: dict[str, dict] = field(default_factory=dict)  # artifact path -> step payload
     recipes: dict[str, list[str]] = field(default_factory=dict)
     deployables: list[Deployable] = field(default_factory=list)
+    traits: dict[str, frozenset] = field(default_factory=dict)  # artifact path -> what its model is (Stage.traits)
 
     def step(self, artifact: str) -> dict:
         try:
@@ -143,8 +144,13 @@ def _deployable(plan: Plan, recipe: str, path: str, kind: str, fmt: str, config:
     if stage is None:
         raise ConfigError(f"formats: no stage converts to {fmt!r} (there is no 'convert.{fmt}' stage)")
     if kind not in stage.inputs:
-        # Not every model converts to every format (an int8 TFLite model has no ncnn path): the report says so.
-        return Deployable(recipe, fmt, None, f"convert.{fmt} does not take a {kind} model")
+        # Not every model converts to every format: the report says so, with the format's reason if it gives one.
+        reason = registry.formats()[fmt].refuses.get(kind)
+        why = f": {reason}" if reason else ""
+        return Deployable(recipe, fmt, None, f"convert.{fmt} does not take a {kind} model{why}")
+    refused = [stage.refuses_traits[trait] for trait in sorted(plan.traits[path]) if trait in stage.refuses_traits]
+    if refused:
+        return Deployable(recipe, fmt, None, f"{stage.name}: {refused[0]}")
     return Deployable(recipe, fmt, _add_step(plan, path, stage, {}, config, dataset, f"stage_defaults.{stage.name}"))
 
 
@@ -158,6 +164,7 @@ def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, datase
     }
     changed = {k: v for k, v in resolved.items() if k not in defaults or defaults[k] != v}
     path = f"{parent}/{segment(stage.name, changed)}"
+    plan.traits[path] = frozenset(stage.traits(validated))
     plan.steps[path] = {"stage": stage.name, "params": resolved, "changed": changed, "dataset": dataset,
                         "output": stage.output_for(validated),
                         "code": identity.fingerprint(stage.run, *stage.uses(validated))}

@@ -64,6 +64,9 @@ class Stage:
     ``uses(params)`` names other registered objects whose code is part of what
     the step builds (``train``: the architecture); ``reads(params)`` hashes the
     files it reads (``import``: the model file). Either changing reruns the step.
+    ``traits(params)`` says what its output is beyond its format (``{"integer"}``: a quantized TFLite model,
+    ``{"sparse"}``); a converter's ``refuses_traits`` maps a trait it cannot take to the one-line reason, and the
+    plan reports such a pair as unsupported before anything runs.
     """
 
     name: str
@@ -73,6 +76,8 @@ class Stage:
     output: str | Callable[[StageParams], str] = "keras"
     uses: Callable[[StageParams], list] = lambda params: []
     reads: Callable[[StageParams], str] | None = None
+    traits: Callable[[StageParams], frozenset] = lambda params: frozenset()
+    refuses_traits: dict = field(default_factory=dict)
 
     def output_for(self, params: StageParams) -> str:
         return self.output(params) if callable(self.output) else self.output

@@ -25,7 +25,7 @@ from slimlab import hookimpl
 from slimlab.errors import ArtifactError, Unsupported
 from slimlab.formats import BytesFormat, RuntimeOptions, builtin_adapter
 from slimlab.kit import parity
-from slimlab.kit.export import keras_to_onnx
+from slimlab.kit.export import has_integer_tensors, keras_to_onnx
 from slimlab.stages import Stage, StageParams
 
 MNN_CONVERT = "import sys, _tools; sys.exit(0 if _tools.mnnconvert(['mnnconvert', *sys.argv[1:]]) else 1)"
@@ -54,19 +54,15 @@ class ConvertParams(StageParams):
     weight_quant_bits: Literal[0, 2, 4, 8] = Field(0, description="weight-only quantisation bits (--weightQuantBits); 0 keeps float")
 
 
-def has_integer_tensors(tflite: bytes) -> bool:
-    from ai_edge_litert.interpreter import Interpreter
-
-    details = Interpreter(model_content=tflite).get_tensor_details()
-    return any(np.dtype(d["dtype"]) in (np.int8, np.uint8, np.int16) for d in details)
+# Seen with MNN 3.6.1: int8 scales read as NaN, or the converter crashing (free(): invalid size).
+QUANTIZED_TFLITE = ("MNN 3.6.1 cannot convert quantized TFLite models; convert the float model and use "
+                    "weight_quant_bits, or keep this model in LiteRT")
 
 
 def convert_mnn(artifact, params: ConvertParams, ctx) -> bytes:
     """MNN model from TFLite or ONNX (fp16 / weight-quant options); parity is recorded."""
     if artifact.kind == "tflite" and has_integer_tensors(artifact.model):
-        # Seen with MNN 3.6.1: int8 scales read as NaN, or the converter crashing (free(): invalid size).
-        raise Unsupported("convert.mnn: MNN 3.6.1 cannot convert quantized TFLite models; convert the float "
-                          "model and use weight_quant_bits, or keep this model in LiteRT")
+        raise Unsupported(f"convert.mnn: {QUANTIZED_TFLITE}")
     framework = "TFLITE" if artifact.kind == "tflite" else "ONNX"
     source = keras_to_onnx(artifact.model) if artifact.kind == "keras" else artifact.model
     with tempfile.TemporaryDirectory(prefix="slimlab-mnn-") as tmp:
@@ -97,7 +93,8 @@ class MnnFormat(BytesFormat):
     filenames = ("model.mnn",)
     Options = MnnOptions
     runtime_adapter = builtin_adapter("mnn")
-    converter = Stage("convert.mnn", convert_mnn, ConvertParams, inputs=("keras", "tflite", "onnx"), output="mnn")
+    converter = Stage("convert.mnn", convert_mnn, ConvertParams, inputs=("keras", "tflite", "onnx"), output="mnn",
+                      refuses_traits={"integer": QUANTIZED_TFLITE})
     predict_options = {"precision": "high"}
 
     def check(self, data: bytes) -> None:

@@ -1,9 +1,11 @@
 """ncnn: a ``.ncnn.param`` + ``.ncnn.bin`` pair written by pnnx; and its ``convert.ncnn`` stage.
 
-``convert.ncnn`` takes Keras (through ONNX, tf2onnx) or ONNX. The ONNX graph gets a
-channel-first input (a Transpose that pnnx folds into the first layer), so the ncnn
-model takes NCHW like every ncnn model; the runtime adapter (which ``predict`` runs on
-the host too) transposes each NHWC sample. pnnx's Python package imports torch, so only its bundled binary
+``convert.ncnn`` takes Keras or float TFLite (through ONNX, tf2onnx) or ONNX; a quantized
+TFLite model (integer tensors) is unsupported: tf2onnx makes a QuantizeLinear/DequantizeLinear
+graph of it, which ncnn does not run as int8; so is a sparse one (tf2onnx cannot read it).
+The ONNX graph (from Keras or TFLite, NHWC like its source) gets a channel-first input (a
+Transpose that pnnx folds into the first layer), so the ncnn model takes NCHW like every
+ncnn model; the runtime adapter (which ``predict`` runs on the host too) transposes each NHWC sample. pnnx's Python package imports torch, so only its bundled binary
 is run (pnnx is installed with ``--no-deps``), with ``fp16=0`` for fp32 weights unless
 ``fp16_storage``. int8: the ncnn and pnnx wheels ship no ``ncnn2table``/``ncnn2int8``.
 
@@ -26,7 +28,7 @@ from slimlab.atomic import write_bytes
 from slimlab.errors import ArtifactError, Unsupported
 from slimlab.formats import Format, RuntimeOptions, builtin_adapter
 from slimlab.kit import parity
-from slimlab.kit.export import keras_to_onnx
+from slimlab.kit.export import TFLITE_TO_ONNX_REFUSALS, keras_to_onnx, tflite_to_onnx, tflite_to_onnx_refusal
 from slimlab.stages import Stage, StageParams
 
 # ncnn layer -> (weight-size key, bias key, bias-count key); weights are tagged blobs, biases raw float32
@@ -143,7 +145,14 @@ def fold_paddings(graph) -> None:
 
 def convert_ncnn(artifact, params: ConvertParams, ctx) -> NcnnModel:
     """ncnn model through ONNX and pnnx (fp32 weights unless fp16_storage); parity is recorded."""
-    onnx_bytes = keras_to_onnx(artifact.model) if artifact.kind == "keras" else artifact.model
+    if artifact.kind == "tflite" and (refusal := tflite_to_onnx_refusal(artifact.model)):
+        raise Unsupported(f"convert.ncnn: {refusal}")
+    if artifact.kind == "keras":
+        onnx_bytes = keras_to_onnx(artifact.model)
+    elif artifact.kind == "tflite":
+        onnx_bytes = tflite_to_onnx(artifact.model)
+    else:
+        onnx_bytes = artifact.model
     onnx_bytes, shape = channel_first_input(onnx_bytes)
     with tempfile.TemporaryDirectory(prefix="slimlab-pnnx-") as tmp:
         (Path(tmp) / "model.onnx").write_bytes(onnx_bytes)
@@ -172,7 +181,8 @@ class NcnnFormat(Format):
     filenames = ("model.ncnn.param", "model.ncnn.bin")
     Options = NcnnOptions
     runtime_adapter = builtin_adapter("ncnn")
-    converter = Stage("convert.ncnn", convert_ncnn, ConvertParams, inputs=("keras", "onnx"), output="ncnn")
+    converter = Stage("convert.ncnn", convert_ncnn, ConvertParams, inputs=("keras", "tflite", "onnx"), output="ncnn",
+                      refuses_traits=TFLITE_TO_ONNX_REFUSALS)
 
     def save(self, model: NcnnModel, folder: Path) -> None:
         param, weights = self.paths(folder)

@@ -1,7 +1,12 @@
 """onnx: an ONNX model, run by onnxruntime on the host and on devices; and its ``convert.onnx`` stage.
 
-``convert.onnx`` exports a Keras model with tf2onnx through a SavedModel; the graph
-keeps Keras' NHWC input. onnxruntime takes no runtime options here.
+``convert.onnx`` exports a Keras model with tf2onnx through a SavedModel, or reads a TFLite
+model with tf2onnx's TFLite reader; either graph keeps the NHWC input. A quantized TFLite
+model (integer tensors) is refused as unsupported: tf2onnx makes a QuantizeLinear/
+DequantizeLinear graph of it, not the model LiteRT runs (a full-int8 one takes int8 input;
+a dynamic-range one quantizes activations its own way), and neither pnnx/ncnn nor MNN runs
+such a graph as int8. So is one with sparse tensors, which tf2onnx cannot read.
+onnxruntime takes no runtime options here.
 """
 
 
@@ -9,9 +14,10 @@ import numpy as np
 from pydantic import Field
 
 from slimlab import hookimpl
+from slimlab.errors import Unsupported
 from slimlab.formats import BytesFormat, builtin_adapter
 from slimlab.kit import parity
-from slimlab.kit.export import keras_to_onnx
+from slimlab.kit.export import TFLITE_TO_ONNX_REFUSALS, keras_to_onnx, tflite_to_onnx, tflite_to_onnx_refusal
 from slimlab.stages import Stage, StageParams
 
 
@@ -20,8 +26,13 @@ class ConvertParams(StageParams):
 
 
 def convert_onnx(artifact, params: ConvertParams, ctx) -> bytes:
-    """ONNX model (tf2onnx from a SavedModel); parity with the Keras model is recorded."""
-    model = keras_to_onnx(artifact.model, params.opset)
+    """ONNX model (tf2onnx, from Keras or a float TFLite model); parity with the source is recorded."""
+    if artifact.kind == "keras":
+        model = keras_to_onnx(artifact.model, params.opset)
+    elif refusal := tflite_to_onnx_refusal(artifact.model):
+        raise Unsupported(f"convert.onnx: {refusal}")
+    else:
+        model = tflite_to_onnx(artifact.model, params.opset)
     parity.record(ctx, artifact, OnnxFormat(), model)
     return model
 
@@ -30,7 +41,8 @@ class OnnxFormat(BytesFormat):
     name = "onnx"
     filenames = ("model.onnx",)
     runtime_adapter = builtin_adapter("onnx")
-    converter = Stage("convert.onnx", convert_onnx, ConvertParams, inputs=("keras",), output="onnx")
+    converter = Stage("convert.onnx", convert_onnx, ConvertParams, inputs=("keras", "tflite"), output="onnx",
+                      refuses_traits=TFLITE_TO_ONNX_REFUSALS)
 
     def check(self, data: bytes) -> None:
         import onnx

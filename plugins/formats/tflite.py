@@ -90,7 +90,12 @@ class TfliteFormat(BytesFormat):
     filenames = ("model.tflite",)
     Options = TfliteOptions
     runtime_adapter = builtin_adapter("tflite")
-    converter = Stage("convert.tflite", convert_tflite, ConvertParams, inputs=("keras",), output="tflite")
+    converter = Stage("convert.tflite", convert_tflite, ConvertParams, inputs=("keras",), output="tflite",
+                      traits=lambda params: {"sparse"} if params.sparse else set())
+    # Why convert.tflite takes no ONNX model (the plan reports it for an .onnx import).
+    refuses = {"onnx": "onnx2tf, the maintained ONNX to TFLite converter, does not install beside slimlab's "
+                       "pins (1.29 pins tensorflow 2.19, numpy 1.26, protobuf 4.25 and onnx 1.19; 2.x needs "
+                       "Python >= 3.12) and downloads a calibration file from GitHub when it runs"}
 
     def check(self, data: bytes) -> None:
         if len(data) < 8 or data[4:8] != b"TFL3":

@@ -22,4 +22,4 @@ def quantize_dynamic(artifact, params, ctx) -> bytes:
 
 @hookimpl
 def register_stages(register):
-    register(Stage("quantize.dynamic", quantize_dynamic, inputs=("keras",), output="tflite"))
+    register(Stage("quantize.dynamic", quantize_dynamic, inputs=("keras",), output="tflite", traits=lambda params: {"integer"}))

@@ -37,4 +37,4 @@ def quantize_int8(artifact, params: Int8Params, ctx) -> bytes:
 
 @hookimpl
 def register_stages(register):
-    register(Stage("quantize.int8", quantize_int8, Int8Params, inputs=("keras",), output="tflite"))
+    register(Stage("quantize.int8", quantize_int8, Int8Params, inputs=("keras",), output="tflite", traits=lambda params: {"integer"}))

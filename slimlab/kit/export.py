@@ -1,12 +1,21 @@
-"""Exporting a tf_keras model to TFLite and ONNX, from its traced inference function.
+"""Exporting a tf_keras model to TFLite and ONNX, from its traced inference function; and TFLite to ONNX.
 
 ``TFLiteConverter.from_keras_model`` fails on tf_keras models under TF 2.21. Both
 converters take the model's concrete function instead: the same graph a SavedModel
 round trip would give (the converted models compute the same outputs), without
 writing and reading one, which cost about 0.8 s a conversion.
+
+A TFLite file goes to ONNX with tf2onnx's TFLite reader. A float or fp16-weight model
+converts to a float32 graph that computes what LiteRT computes; a quantized one (see
+:func:`has_integer_tensors`) becomes a QuantizeLinear/DequantizeLinear graph, and one with
+sparse tensors does not convert: the converters refuse both (:func:`tflite_to_onnx_refusal`).
 """
 
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 
 def inference_function(model):
@@ -41,3 +50,50 @@ def keras_to_onnx(model, opset: int = 13) -> bytes:
     graph_def = tf_loader.from_function(function, inputs, outputs)
     proto, _ = convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=opset)
     return proto.SerializeToString()
+
+
+def tflite_to_onnx(data: bytes, opset: int = 13) -> bytes:
+    """An ONNX model of a TFLite flatbuffer (tf2onnx); the input stays NHWC like the TFLite model's."""
+    from tf2onnx import convert
+
+    with tempfile.TemporaryDirectory(prefix="slimlab-tf2onnx-") as tmp:
+        path = Path(tmp) / "model.tflite"  # tf2onnx reads TFLite from a file only
+        path.write_bytes(data)
+        proto, _ = convert.from_tflite(str(path), opset=opset)
+    return proto.SerializeToString()
+
+
+def _tensor_details(tflite: bytes) -> list[dict]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=tflite).get_tensor_details()
+
+
+def _integer(details: list[dict]) -> bool:
+    return any(np.dtype(d["dtype"]) in (np.int8, np.uint8, np.int16) for d in details)
+
+
+def has_integer_tensors(tflite: bytes) -> bool:
+    """Whether a TFLite model is quantized: any int8/uint8/int16 tensor (quantize.int8's weights and activations,
+    quantize.dynamic's weights). fp16 weights do not count: converters dequantize them to float32."""
+    return _integer(_tensor_details(tflite))
+
+
+# Why tf2onnx's path is refused, by the model's trait (slimlab.stages.Stage.traits): the plan and the converters say it.
+TFLITE_TO_ONNX_REFUSALS = {
+    "integer": ("a quantized TFLite model (integer tensors, as quantize.int8 and quantize.dynamic make) is not "
+                "converted: tf2onnx makes a QuantizeLinear/DequantizeLinear graph of it, which is not what LiteRT "
+                "runs and which ncnn and MNN do not run as int8; convert the float model, or keep this one in LiteRT"),
+    "sparse": ("a TFLite model with sparse tensors (convert.tflite sparse: true) is not converted: tf2onnx cannot "
+               "read TFLite's sparse encoding; convert the dense model instead"),
+}
+
+
+def tflite_to_onnx_refusal(tflite: bytes) -> str | None:
+    """Why :func:`tflite_to_onnx` does not convert this TFLite model, in one line; None if it does."""
+    details = _tensor_details(tflite)
+    if _integer(details):
+        return TFLITE_TO_ONNX_REFUSALS["integer"]
+    if any(d.get("sparsity_parameters") for d in details):
+        return TFLITE_TO_ONNX_REFUSALS["sparse"]
+    return None

@@ -82,8 +82,9 @@ def run(lab):
     assert done.returncode == 0, done.stderr[-3000:]
     found = [load(BenchRecord, path, "record") for path in (lab / "results/bench").rglob("threads-*.json")
              if not path.name.endswith(".failed.json")]
-    # MNN 3.6.1 cannot convert int8 TFLite (README: Formats): that one record per board says so and is skipped.
-    assert {(r.device, r.format, r.status) for r in found if r.status != "ok"} == {(d, "mnn", "skipped") for d in CPUS}
+    # MNN 3.6.1 cannot convert int8 TFLite, nor tf2onnx (for ncnn) usefully (README: Formats): those pairs are
+    # unsupported when the plan is built, so no bench job runs for them.
+    assert [r for r in found if r.status != "ok"] == []
     return {(r.device, r.format, r.option_set, r.artifact): r for r in found if r.status == "ok"}
 
 

@@ -104,13 +104,18 @@ def test_format_without_a_converter_is_rejected(monkeypatch):
         recipes.build_plan(cfg)
 
 
-def test_format_whose_converter_does_not_take_the_model_is_reported_not_fatal():
+def test_a_pair_the_converter_refuses_is_unsupported_before_anything_runs():
     cfg = copy.deepcopy(DEFAULT)
-    cfg["formats"] = ["tflite", "ncnn"]
+    cfg["formats"] = ["tflite", "ncnn", "mnn"]
     plan = check(cfg)
     by_key = {(d.recipe, d.format): d for d in plan.deployables}
-    assert by_key[("int8", "ncnn")].artifact is None
-    assert by_key[("int8", "ncnn")].unsupported == "convert.ncnn does not take a tflite model"
+    # quantize.* makes an integer model, convert.tflite {sparse: true} a sparse one: their converters say why not.
+    for recipe, fmt, reason in (("int8", "ncnn", "convert.ncnn: a quantized TFLite model"),
+                                ("pruned_sparse", "ncnn", "convert.ncnn: a TFLite model with sparse tensors"),
+                                ("qat", "mnn", "convert.mnn: MNN 3.6.1 cannot convert quantized TFLite models")):
+        assert by_key[(recipe, fmt)].artifact is None and by_key[(recipe, fmt)].unsupported.startswith(reason)
+    assert by_key[("fp16", "ncnn")].artifact.endswith("/quantize.fp16/convert.ncnn")  # fp16 weights convert
+    assert by_key[("pruned_sparse", "mnn")].artifact.endswith("/convert.mnn")
     assert by_key[("baseline", "ncnn")].artifact.endswith("/convert.ncnn")
 
 

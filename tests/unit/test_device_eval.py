@@ -68,3 +68,18 @@ def test_the_nightly_lists_an_emulated_series_without_comparing_it(models, tmp_p
     row = nightly.evaluate(series, accepted, measurer=None, run_dir=tmp_path)
     assert row["status"] == "emulated" and "latency_ratio" not in row
     assert nightly.exit_code([row]) == nightly.EXIT_OK
+
+
+def test_the_nightly_lists_a_known_refusal_apart_and_does_not_count_it(models, tmp_path):
+    from slimlab.stages import run_step
+
+    sidecar = tmp_path / "mnn" / "artifact.json"  # MNN 3.6.1 refuses quantized TFLite: a known limit
+    assert run_step({"stage": "convert.mnn", "params": {}, "dataset": DIGITS}, models["int8"].sidecar,
+                    sidecar).status == "unsupported"
+    path = tmp_path / "threads-1.json"
+    bench.run(local_device(tmp_path / "device", runtimes=["mnn"]), sidecar, 1, bench_block(runs=3), path)
+    series = {"recipe": "int8", "format": "mnn", "sidecar": str(sidecar), "record": str(path)}
+    row = nightly.evaluate(series, {"artifacts": {}}, measurer=None, run_dir=tmp_path)
+    assert row["status"] == "unsupported" and "MNN 3.6.1" in row["reason"]
+    missing = nightly.evaluate({**series, "record": str(tmp_path / "none.json")}, {}, measurer=None, run_dir=tmp_path)
+    assert nightly.exit_code([row]) == nightly.EXIT_OK and nightly.exit_code([row, missing]) == nightly.EXIT_INFRA
