@@ -21,6 +21,20 @@ from slimlab.lab.devices import Device, device
 from slimlab.option_sets import DEFAULT
 
 REPO = Path(__file__).resolve().parents[1]
+# A user plugin file with one stage named ``{name}``, as a test writes it into a plugins folder.
+STAGE_PLUGIN = '''
+from slimlab.api import Stage, hookimpl
+
+
+def identity(artifact, params, ctx):
+    """Return the input model unchanged."""
+    return artifact.model
+
+
+@hookimpl
+def register_stages(register):
+    register(Stage("{name}", identity))
+'''
 # The small data set unit tests train on (scikit-learn's 8x8 digits).
 DIGITS = {"name": "digits", "seed": 7, "val_fraction": 0.1, "test_fraction": 0.2}
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config/config.yaml").read_text())

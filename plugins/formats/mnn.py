@@ -54,9 +54,12 @@ class ConvertParams(StageParams):
     weight_quant_bits: Literal[0, 2, 4, 8] = Field(0, description="weight-only quantisation bits (--weightQuantBits); 0 keeps float")
 
 
-# Seen with MNN 3.6.1: int8 scales read as NaN, or the converter crashing (free(): invalid size).
+# Seen with MNN 3.6.1: int8 scales read as NaN, or the converter crashing (free(): invalid size); and its TFLite
+# reader refusing sparse tensors ("Convert error, please check your file format").
 QUANTIZED_TFLITE = ("MNN 3.6.1 cannot convert quantized TFLite models; convert the float model and use "
                     "weight_quant_bits, or keep this model in LiteRT")
+SPARSE_TFLITE = ("MNN 3.6.1 cannot read TFLite's sparse tensors (convert.tflite sparse: true); convert the dense "
+                 "model instead")
 
 
 def convert_mnn(artifact, params: ConvertParams, ctx) -> bytes:
@@ -94,7 +97,7 @@ class MnnFormat(BytesFormat):
     Options = MnnOptions
     runtime_adapter = builtin_adapter("mnn")
     converter = Stage("convert.mnn", convert_mnn, ConvertParams, inputs=("keras", "tflite", "onnx"), output="mnn",
-                      refuses_traits={"integer": QUANTIZED_TFLITE})
+                      refuses_traits={"integer": QUANTIZED_TFLITE, "sparse": SPARSE_TFLITE})
     predict_options = {"precision": "high"}
 
     def check(self, data: bytes) -> None:

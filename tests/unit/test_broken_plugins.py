@@ -7,21 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support import slimlab
-
-STAGE_PLUGIN = '''
-from slimlab.api import Stage, hookimpl
-
-
-def identity(artifact, params, ctx):
-    """Return the input model unchanged."""
-    return artifact.model
-
-
-@hookimpl
-def register_stages(register):
-    register(Stage("{name}", identity))
-'''
+from tests.support import STAGE_PLUGIN, slimlab
 
 OLD_REGISTER = '''
 import numpy as np

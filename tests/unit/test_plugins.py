@@ -3,7 +3,7 @@
 import json
 import textwrap
 
-from tests.support import slimlab
+from tests.support import STAGE_PLUGIN, slimlab
 
 BUILTINS = {
     "slimlab.plugins.stages.train": ["register_stages"],
@@ -14,19 +14,6 @@ BUILTINS = {
     "slimlab.plugins.lab.local_transport": ["register_transports"],
     "slimlab.plugins.lab.python_runner": ["register_runners"],
 }
-
-STAGE_PLUGIN = '''
-from slimlab import hookimpl
-from slimlab.stages import Stage
-
-def identity(artifact, params, ctx):
-    """Return the input model unchanged."""
-    return artifact.model
-
-@hookimpl
-def register_stages(register):
-    register(Stage("{name}", identity))
-'''
 
 
 def plugins_json(**kwargs) -> list[dict]:
