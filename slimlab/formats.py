@@ -67,6 +67,7 @@ class Format:
     predict_options: dict = {}
 
     def save(self, model: Any, folder: Path) -> None:
+        """Write ``model``'s files (``paths(folder)``) into ``folder``, each atomically."""
         raise NotImplementedError
 
     def load(self, folder: Path) -> Any:

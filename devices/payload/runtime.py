@@ -98,16 +98,20 @@ class Runtime(ABC):
             self.version = f"{self.module} {version}"
 
     @abstractmethod
-    def load(self, files: list[str], threads: int, options: dict) -> None: ...
+    def load(self, files: list[str], threads: int, options: dict) -> None:
+        """Load the model from ``files`` (main first) with ``threads`` and the checked ``options``; timed as init."""
 
     @abstractmethod
-    def feed(self, rng, input_shape: list[int] | None) -> None: ...
+    def feed(self, rng, input_shape: list[int] | None) -> None:
+        """Set a random input for every model input (untimed); ``input_shape`` where the file carries none."""
 
     @abstractmethod
-    def invoke(self) -> None: ...
+    def invoke(self) -> None:
+        """One whole inference on the fed input: the timed unit."""
 
     @abstractmethod
-    def applied(self) -> dict: ...
+    def applied(self) -> dict:
+        """The options as the runtime reports them back after ``load`` (the record's ``options.reported``)."""
 
     def predict(self, sample):
         """The logits of one sample, given as Keras takes it (NHWC, no batch axis), as a float32 vector: the host's

@@ -47,6 +47,9 @@ class PythonSettings(Settings):
 
 
 class PythonRunner(Runner):
+    """Pushes slimlab's payload (with every format's device adapter) and the model, and runs it with the device's
+    Python: one timing loop for every format. Extend it to change what it is asked (see the README's ``quick``)."""
+
     name = "python"
     Settings = PythonSettings
 

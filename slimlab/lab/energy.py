@@ -68,6 +68,8 @@ class EnergyProbe(ABC):
 
 
 class SysfsSettings(ProbeSettings):
+    """The ``energy`` block of a probe that reads sysfs files: where they are, and how long a read may take."""
+
     root: str = Field("/", min_length=1, description="prefix of the sysfs paths on the device (tests: a temp tree)")
     timeout_s: float = Field(10.0, gt=0, le=600, description="per read of the meter files")
 

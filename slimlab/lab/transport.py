@@ -26,14 +26,20 @@ log = logging.getLogger(__name__)
 
 
 class DeviceOffline(DeviceError):
+    """The device could not be reached, or dropped mid-command: retried, then the record's failure is ``offline``."""
+
     tag = "offline"
 
 
 class DeviceTimeout(DeviceError):
+    """The device answered, but a command outran its time limit (and was stopped)."""
+
     tag = "timeout"
 
 
 class DeviceToolError(DeviceError):
+    """The device answered, but a tool on it (or on the host) failed."""
+
     tag = "tool_error"
 
 

@@ -139,3 +139,15 @@ def test_no_module_imports_one_that_imports_it_back():
 
     cycles = sorted(f"{a} -> {b} -> ... -> {a}" for a in graph for b in graph[a] if reaches(b, a))
     assert not cycles, cycles
+
+
+def test_every_type_of_the_public_api_states_its_contract():
+    import slimlab.api
+
+    for name in slimlab.api.__all__:
+        found = getattr(slimlab.api, name)
+        if not isinstance(found, type):
+            continue
+        assert (found.__doc__ or "").strip(), f"slimlab.api.{name} has no docstring"
+        for method in getattr(found, "__abstractmethods__", ()):
+            assert (getattr(found, method).__doc__ or "").strip(), f"slimlab.api.{name}.{method} has no docstring"
