@@ -1,7 +1,9 @@
 """Energy probes on sysfs trees with the kernel's formats, advanced in real time by a load model."""
 
 import dataclasses
+import time
 
+import numpy as np
 import pytest
 
 from slimlab.errors import ConfigError, DeviceError
@@ -22,6 +24,8 @@ SECONDS, INFERENCES = 1.0, 50
 # Loose enough for read-time jitter on a busy shared 2-core box (cat's start-up is part of every read),
 # tight enough to catch a missing baseline (+50%), a wrong share or a unit slip.
 TOLERANCE = 0.15
+# A gap between two reads of the meter longer than this is a stall (reads are every 0.02 s, each a `cat`).
+STALL_S, ATTEMPTS = 0.1, 5
 SECOND_MONITOR_RAILS = ["VSYS_PWR_DISPLAY", "S2S_VDD_G3D", "L2S_VDD_AOC_RET", "S9S_VDD_AOC", "S5S_VDDQ_MEM",
                         "S10S_VDD2L", "S4S_VDD2H_MEM", "S6S_VDD_G3D_L2"]
 
@@ -39,7 +43,25 @@ def probe_for(cls, tmp_path, **settings):
 
 
 def measure(probe, model, share=1.0):
-    raw, result = energy.measure(probe, model.workload(SECONDS, INFERENCES))
+    """Measure as the lab does and check against the model's known power. A measurement during which the probe's
+    reads stalled (the shared host was too busy to sample every interval, so a busy/idle edge fell in a gap) says
+    nothing about the code under test: it is taken again, and the least stalled one is judged."""
+    attempts = []
+    for _ in range(ATTEMPTS):
+        read, times, work = probe.read, [], model.workload(SECONDS, INFERENCES)
+        probe.read = lambda: (times.append(time.monotonic()), read())[1]
+        try:
+            raw, result = energy.measure(probe, lambda: (work(), times.append(None))[0])  # None: the work ended
+        finally:
+            probe.read = read
+        # After the work: one last read of the active phase, the pause before the idle baseline (settle_s, no stall),
+        # then the idle reads.
+        cut = times.index(None)
+        gaps = [*np.diff(times[:cut]), *np.diff(times[cut + 2:])]
+        attempts.append((float(max(gaps)), raw, result))
+        if attempts[-1][0] <= STALL_S:
+            break
+    _, raw, result = min(attempts, key=lambda attempt: attempt[0])
     assert len(raw["latencies_ms"]) == INFERENCES
     expected = expected_joules_per_inference(model, share, SECONDS, INFERENCES)
     assert result.joules_per_inference == pytest.approx(expected, rel=TOLERANCE)
