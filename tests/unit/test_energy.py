@@ -22,8 +22,10 @@ from tests.sysfs import Battery, HwmonChannel, OdpmMonitor, PowerModel, RaplZone
 IDLE_W, BUSY_W = 3.0, 9.0
 SECONDS, INFERENCES = 1.0, 50
 # Loose enough for read-time jitter on a busy shared 2-core box (cat's start-up is part of every read),
-# tight enough to catch a missing baseline (+50%), a wrong share or a unit slip.
-TOLERANCE = 0.15
+# tight enough to catch a missing baseline (+50%), a wrong share or a unit slip. A counter integrates on the
+# meter; a power meter is sampled, and each edge of the timed window (busy to idle) is placed only as precisely
+# as one read's timing: on a shared 2-core host a read can take a tenth of the window, at both edges.
+TOLERANCE = {energy.COUNTER: 0.15, energy.POWER: 0.3}
 # A gap between two reads of the meter longer than this is a stall (reads are every 0.02 s, each a `cat`).
 STALL_S, ATTEMPTS = 0.1, 5
 SECOND_MONITOR_RAILS = ["VSYS_PWR_DISPLAY", "S2S_VDD_G3D", "L2S_VDD_AOC_RET", "S9S_VDD_AOC", "S5S_VDDQ_MEM",
@@ -64,9 +66,10 @@ def measure(probe, model, share=1.0):
     _, raw, result = min(attempts, key=lambda attempt: attempt[0])
     assert len(raw["latencies_ms"]) == INFERENCES
     expected = expected_joules_per_inference(model, share, SECONDS, INFERENCES)
-    assert result.joules_per_inference == pytest.approx(expected, rel=TOLERANCE)
-    assert result.idle_power_w == pytest.approx(IDLE_W * share, rel=TOLERANCE)
-    assert result.avg_power_w == pytest.approx(BUSY_W * share, rel=TOLERANCE)
+    tolerance = TOLERANCE[probe.kind]
+    assert result.joules_per_inference == pytest.approx(expected, rel=tolerance)
+    assert result.idle_power_w == pytest.approx(IDLE_W * share, rel=tolerance)
+    assert result.avg_power_w == pytest.approx(BUSY_W * share, rel=tolerance)
     assert result.window_s == pytest.approx(SECONDS) and result.inferences == INFERENCES
     return result
 
