@@ -73,8 +73,8 @@ def test_first_run_has_no_baseline_then_unchanged_artifacts_are_ok(workdir):
     assert len(series) == 2 and {row["status"] for row in series} <= {"ok", "unsure"}, series
     for row in series:
         samples = json.loads(Path(workdir / row["samples"]).read_text())
-        rounds = 6 if row["status"] == "ok" else 12
-        assert len(samples["raw"]["rounds"]) in (6, rounds) and 0.8 < row["latency_ratio"] < 1.25  # µs models
+        # an unsure first answer is measured again with twice the rounds, and may then be ok
+        assert len(samples["raw"]["rounds"]) in (6, 12) and 0.8 < row["latency_ratio"] < 1.25  # µs models
         assert Path(workdir / row["record"]).is_file()
     assert "| ok | baseline | tflite | here |" in second.stdout
 
