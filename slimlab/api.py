@@ -10,6 +10,7 @@ carries its own ``name``.
 - ``register_formats``: ``register(MyFormat())``; see :class:`Format` (or :class:`BytesFormat`),
   :class:`RuntimeOptions`, and the device adapter, a :class:`Runtime` subclass.
 - ``register_datasets``: ``register(Dataset(...))``; see :class:`Dataset`, :class:`DatasetParams`.
+- ``register_tasks``: ``register(MyTask())``; see :class:`Task`, :class:`TaskParams`, :class:`OutputSpec`.
 - ``register_models``: ``register(Architecture(...))``; see :class:`Architecture` and :func:`keras`.
 - ``register_transports``: ``register(MyTransport)``; see :class:`Transport` (or :class:`ShellTransport`).
 - ``register_runners``: ``register(MyRunner)``; see :class:`Runner` (or extend :class:`PythonRunner`).
@@ -44,6 +45,7 @@ from slimlab.lab.transport import (
 )
 from slimlab.plugins.lab.python_runner import PythonRunner
 from slimlab.stages import Stage, StageContext, StageParams
+from slimlab.tasks import OutputParams, OutputSpec, Task, TaskParams, choose
 from slimlab_payload.runtime import PayloadError, Runtime, random_input
 
 __all__ = [
@@ -55,6 +57,8 @@ __all__ = [
     "write_bytes",
     # data sets and architectures
     "Dataset", "DatasetParams", "Architecture", "keras",
+    # tasks
+    "Task", "TaskParams", "OutputParams", "OutputSpec", "choose",
     # the lab
     "Settings", "Transport", "ShellTransport", "CommandResult", "DeviceOffline", "DeviceTimeout",
     "DeviceToolError", "Runner", "PythonRunner", "EnergyProbe", "ProbeSettings", "SysfsProbe", "SysfsSettings",

@@ -4,9 +4,10 @@ The sidecar is written last, atomically, and records every file's size and
 sha256, so a sidecar on disk means a complete model; a truncated, missing or
 swapped file is caught on load with a message that names it.
 
-Beside the model, ``logits.test.npy`` keeps the model's logits on the test split,
-so a later conversion checks parity against them without loading the source in
-its own framework.
+Beside the model, ``outputs.test.npz`` keeps the model's outputs on the test split,
+under the names of the recipe's source model (the one trained or imported), so a
+later conversion checks parity against them without loading the source in its own
+framework, and every artifact's fidelity is measured against the source's.
 
 A step that fails leaves a *failed* sidecar instead (``status: failed`` and the
 step's one-line message, no model files): the report shows it and the rest of
@@ -17,6 +18,7 @@ import gzip
 import hashlib
 import json
 import sys
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,13 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from slimlab import formats
-from slimlab.atomic import atomic_path
+from slimlab import formats, tasks
+from slimlab.atomic import npz_bytes, write_bytes
 from slimlab.errors import ArtifactError
 from slimlab.records import FileInfo, ParamCount, Sidecar, Size, Step, load
+from slimlab.tasks import output_specs
+from slimlab_payload.evaluate import OutputMismatch, align, fidelities, match
 
 SIDECAR = "artifact.json"
-TEST_LOGITS = "logits.test.npy"
+TEST_OUTPUTS = "outputs.test.npz"
 SKIPPED = "skipped:"  # the error of a step that did not run because its input had failed
 
 
@@ -94,7 +98,7 @@ class Artifact:
 
     def verify(self) -> None:
         """Every file the format needs, and the test logits, exist with the sidecar's size and sha256."""
-        for name in (*self.format.filenames, TEST_LOGITS):
+        for name in (*self.format.filenames, TEST_OUTPUTS):
             path = self.dir / name
             expected = self.info.files.get(name)
             if expected is None:
@@ -112,13 +116,25 @@ class Artifact:
         return self.format.load(self.dir)
 
     @cached_property
-    def test_logits(self) -> np.ndarray:
-        """The model's logits on the test split, as measured when it was made."""
-        return np.load(self.dir / TEST_LOGITS)
+    def test_outputs(self) -> dict[str, np.ndarray]:
+        """The model's outputs on the test split, as measured when it was made, under the source model's names."""
+        with np.load(self.dir / TEST_OUTPUTS, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
 
 
-def measure(fmt: formats.Format, model, folder: Path, splits) -> tuple[dict, np.ndarray]:
-    """Size, parameters, share of zeros and held-out accuracy, as stored in the sidecar; and the test logits.
+def read_outputs(folder: Path) -> dict[str, np.ndarray]:
+    """The test outputs stored in an artifact folder (the recipe's source model's, for fidelity)."""
+    try:
+        with np.load(Path(folder) / TEST_OUTPUTS, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(f"{Path(folder) / TEST_OUTPUTS}: the source model's outputs cannot be read: {exc}") from None
+
+
+def measure(fmt: formats.Format, model, folder: Path, splits, task, reference: dict | None) -> tuple[dict, dict]:
+    """Size, parameters, share of zeros, the task's metrics and the fidelity to ``reference`` (the source model's
+    test outputs; None: this is the source), as stored in the sidecar; and the test outputs under the source's
+    names.
 
     Parameter counts are None where the format's stored weights cannot be decoded.
     """
@@ -126,28 +142,58 @@ def measure(fmt: formats.Format, model, folder: Path, splits) -> tuple[dict, np.
     weights = fmt.weights(model)
     count = None if weights is None else int(sum(w.size for w in weights))
     nonzero = None if weights is None else int(sum(np.count_nonzero(w) for w in weights))
-    logits = {split: fmt.predict(model, x) for split, x in (("val", splits.x_val), ("test", splits.x_test))}
-    accuracy = {split: float(np.mean(np.argmax(logits[split], axis=-1) == y))
-                for split, y in (("val", splits.y_val), ("test", splits.y_test))}
+    outputs = {split: fmt.predict(model, x) for split, x in (("val", splits.x_val), ("test", splits.x_test))}
+    try:
+        shapes = reference if reference is not None else outputs["test"]
+        names = match(np, shapes, outputs["test"])  # on the test split, where the source's outputs are known
+        outputs = {split: align(np, shapes, found, names) for split, found in outputs.items()}
+    except OutputMismatch as exc:
+        raise ArtifactError(f"{folder}: its outputs do not match the source model's: {exc}") from None
+    found = task_scores(task, splits, outputs)
     return {
         "size": Size(bytes=len(raw), gzip_bytes=len(gzip.compress(raw, compresslevel=9, mtime=0))),
         "params": ParamCount(count=count, nonzero=nonzero),
         "zero_fraction": 1.0 - nonzero / count if count else (None if weights is None else 0.0),
         "macs": fmt.macs(model),
-        "accuracy": accuracy,
-    }, np.asarray(logits["test"], np.float32)
+        "accuracy": ({split: found[split]["accuracy"] for split in ("val", "test")}
+                     if found and "accuracy" in found["test"] else None),
+        "quality": found,
+        "fidelity": None if reference is None else {
+            "outputs": fidelities(np, reference, outputs["test"]),
+            "agreement": task[0].agreement(task[1], reference, outputs["test"])},
+    }, outputs["test"]
+
+
+def task_scores(task, splits, outputs: dict) -> dict | None:
+    """The task's metrics on the validation and test splits; None for unlabelled data."""
+    if not splits.labelled:
+        return None
+    found, params = task
+    names = found.reads(params, output_specs(outputs["test"]))
+    scores = {"task": found.name}
+    for split, labels in (("val", splits.y_val), ("test", splits.y_test)):
+        scores[split] = {metric: float(value) for metric, value in
+                         found.metrics(params, {name: outputs[split][name] for name in names}, labels).items()}
+    return scores
+
+
+def source_outputs(lineage: list[Step]) -> dict | None:
+    """The test outputs of the recipe's source model (its first step's artifact), or None if ``lineage`` is just
+    that step."""
+    return read_outputs(Path(lineage[0].artifact)) if len(lineage) > 1 else None
 
 
 def write(out_dir: Path, kind: str, model, *, lineage: list[Step], dataset: dict, splits, metrics: dict,
           timing: dict | None = None) -> Artifact:
-    """Store ``model`` under ``out_dir``, measure it, then commit the sidecar atomically."""
+    """Store ``model`` under ``out_dir``, measure it (scored by the data set spec's task), then commit the sidecar
+    atomically."""
     out_dir = Path(out_dir)
     fmt = formats.get(kind)
     fmt.save(model, out_dir)
-    measured, test_logits = measure(fmt, model, out_dir, splits)
-    with atomic_path(out_dir / TEST_LOGITS) as tmp:
-        np.save(tmp, test_logits, allow_pickle=False)
-    paths = [*fmt.paths(out_dir), out_dir / TEST_LOGITS]
+    measured, test_outputs = measure(fmt, model, out_dir, splits, tasks.task(dataset.get("task")),
+                                     source_outputs(lineage))
+    write_bytes(out_dir / TEST_OUTPUTS, npz_bytes(test_outputs))
+    paths = [*fmt.paths(out_dir), out_dir / TEST_OUTPUTS]
     info = Sidecar(
         format=kind,
         files={p.name: FileInfo(bytes=p.stat().st_size, sha256=sha256_file(p)) for p in paths},

@@ -42,6 +42,22 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def npz_bytes(arrays: dict) -> bytes:
+    """An ``.npz`` of ``arrays`` whose bytes depend on the arrays alone (np.savez stamps the time), so that the
+    same data always has the same sha256."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as member:
+                np.lib.format.write_array(member, np.asarray(array, order="C"), allow_pickle=False)
+    return buffer.getvalue()
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
 

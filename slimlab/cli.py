@@ -81,18 +81,25 @@ def cmd_datasets(args) -> None:
                  for name, found in sorted(registry.datasets().items())})
 
 
+def cmd_tasks(args) -> None:
+    from slimlab import registry
+
+    _print_json({name: {"doc": (type(found).__doc__ or "").strip().split("\n")[0], "needs_labels": found.needs_labels,
+                        "metrics": found.better, "params": found.Params.model_json_schema()}
+                 for name, found in sorted(registry.tasks().items())})
+
+
 def cmd_validate(args) -> None:
-    from slimlab import config, data, workflow
+    from slimlab import config, workflow
 
     cfg = config.load_mapping(args.config, "config")
     experiment = workflow.check(cfg, str(args.config))
     plan = experiment.plan
-    # Beyond what `snakemake -n` checks: the data itself (shapes, labels, every class in every split).
-    splits = data.load_spec(cfg["dataset"])
+    splits, task = workflow.check_with_data(cfg, plan)
+    labels = f"{splits.num_classes} classes" if splits.num_classes else ("labelled" if splits.labelled else "no labels")
     print(f"{args.config}: ok, {len(plan.recipes)} recipes, {len(plan.steps)} artifacts, "
-          f"{len(plan.deployables)} deployables, {len(experiment.devices)} devices; data: "
-          f"{sum(splits.sizes().values())} images of {'x'.join(map(str, splits.input_shape))}, "
-          f"{splits.num_classes} classes")
+          f"{len(plan.deployables)} deployables, {len(experiment.devices)} devices; task {task[0].name}; data: "
+          f"{sum(splits.sizes().values())} images of {'x'.join(map(str, splits.input_shape))}, {labels}")
 
 
 def cmd_init(args) -> None:
@@ -110,7 +117,9 @@ def cmd_run_step(args) -> None:
 
     result = run_step(args.step, args.input, args.output)
     if isinstance(result, Artifact):
-        print(f"{result.sidecar}: {result.kind}, test accuracy {result.info.accuracy['test']:.4f}")
+        scores = (result.info.quality or {}).get("test", {})
+        print(f"{result.sidecar}: {result.kind}, " + (", ".join(f"test {metric} {value:.4f}" for metric, value in
+                                                              scores.items()) or "no labels: fidelity only"))
     else:
         print(f"{args.output}: not built: {result.error}")
 
@@ -237,6 +246,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("stages", help="list stages with their inputs, output and params").set_defaults(func=cmd_stages)
     sub.add_parser("formats", help="list formats with their files and runtime options").set_defaults(func=cmd_formats)
     sub.add_parser("datasets", help="list data sets with their params").set_defaults(func=cmd_datasets)
+    sub.add_parser("tasks", help="list tasks with their metrics and params").set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("init", help="start a folder for your own experiment: a commented config and inventory")
     p.add_argument("folder", type=Path)

@@ -2,15 +2,18 @@
 
 A data set plugin registers a :class:`Dataset`: a name, typed params (validated
 when the config loads, like stage params) and ``load(params)``, which returns
-NHWC float32 images and integer labels ``(x, y)``, or ``(x, y, x_test, y_test)``
-when the data comes with its own test split. ``digest(params)``, where given,
+NHWC float32 images and their labels ``(x, y)``, or ``(x, y, x_test, y_test)``
+when the data comes with its own test split; ``y`` is None for unlabelled data.
+Labels are in the shape of the config's task (:mod:`slimlab.tasks`): class indices
+for classification, boxes, landmarks or masks for others. ``digest(params)``, where given,
 hashes the data's content: it is part of the identity of everything trained or
 measured on it, so changed data reruns them. The config's ``dataset`` block
 names it, gives its params, and sets the split: ``{name, params, seed,
 val_fraction, test_fraction}``.
 
-The data is checked before any stage sees it: shapes, finite values, integer
-labels from 0, and every class in every split. Each problem is one line.
+The data is checked before any stage sees it: shapes, finite values, labels as the
+task reads them, and, for a task of class labels, every class in every split. Each
+problem is one line.
 """
 
 import hashlib
@@ -24,7 +27,7 @@ from typing import Callable
 import numpy as np
 import pydantic
 
-from slimlab import registry
+from slimlab import registry, tasks
 from slimlab.atomic import atomic_path
 from slimlab.errors import ConfigError, PluginError, validated
 
@@ -40,7 +43,8 @@ class Dataset:
     """A data set; ``register(Dataset(name, load, Params, digest=...))`` from ``register_datasets``.
 
     ``load(params) -> (x, y)`` or ``(x, y, x_test, y_test)``: images as NHWC (or (N, H, W), or (N, features))
-    numbers, labels as class indices from 0; ``params`` is an instance of ``Params`` (a :class:`DatasetParams`),
+    numbers, labels in the task's shape (class indices from 0 for classification), or None for unlabelled data
+    (the task ``fidelity`` needs none); ``params`` is an instance of ``Params`` (a :class:`DatasetParams`),
     validated when the config loads. Raise :class:`slimlab.errors.ConfigError` for a problem with the user's
     data (a missing file, a bad shape): one line naming it. ``digest(params) -> str``, optional, hashes the data's
     content, so that changed data reruns everything made from it. The data is checked after ``load``.
@@ -64,13 +68,23 @@ SPLIT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 @dataclass(frozen=True)
 class Splits:
+    """The seeded train/val/test split; the ``y_*`` are None for unlabelled data, ``num_classes`` None for a task
+    without class labels."""
+
     x_train: np.ndarray
-    y_train: np.ndarray
+    y_train: np.ndarray | None
     x_val: np.ndarray
-    y_val: np.ndarray
+    y_val: np.ndarray | None
     x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
+    y_test: np.ndarray | None
+    num_classes: int | None
+    # Where there are no class labels: the source model's outputs on train and val, made when first asked for
+    # (``{"train": {name: array}, "val": {...}}``), which fine-tuning learns (self-distillation).
+    targets: Callable[[], dict] | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.y_train is not None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -82,54 +96,66 @@ class Splits:
         return float(self.x_train.min()), float(self.x_train.max())
 
     def sizes(self) -> dict:
-        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+        return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
 
 
-def stratified_split(x: np.ndarray, y: np.ndarray, seed: int, val_fraction: float, test_fraction: float) -> Splits:
-    """Shuffle each class with ``seed`` and cut it into train/val/test, so every split has every class."""
+def split(x: np.ndarray, y: np.ndarray | None, seed: int, val_fraction: float, test_fraction: float,
+          stratify: bool) -> Splits:
+    """Shuffle with ``seed`` and cut into train/val/test; with ``stratify`` (class labels) each class is cut alone,
+    so every split has every class."""
     rng = np.random.default_rng(seed)
     parts = {"train": [], "val": [], "test": []}
-    for label in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == label))
+    groups = [np.flatnonzero(y == label) for label in np.unique(y)] if stratify else [np.arange(len(x))]
+    for group in groups:
+        idx = rng.permutation(group)
         n_test = round(len(idx) * test_fraction)
         n_val = round(len(idx) * val_fraction)
         parts["test"].append(idx[:n_test])
         parts["val"].append(idx[n_test : n_test + n_val])
         parts["train"].append(idx[n_test + n_val :])
     picked = {name: rng.permutation(np.concatenate(chunks)) for name, chunks in parts.items()}
+    labels = {name: None if y is None else y[index] for name, index in picked.items()}
     return Splits(
-        x_train=x[picked["train"]], y_train=y[picked["train"]],
-        x_val=x[picked["val"]], y_val=y[picked["val"]],
-        x_test=x[picked["test"]], y_test=y[picked["test"]],
-        num_classes=int(y.max()) + 1,
+        x_train=x[picked["train"]], y_train=labels["train"],
+        x_val=x[picked["val"]], y_val=labels["val"],
+        x_test=x[picked["test"]], y_test=labels["test"],
+        num_classes=int(y.max()) + 1 if stratify else None,
     )
 
 
-def examples(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images as float32 NHWC and labels as int64, or one ConfigError line saying what is wrong."""
-    x, y = np.asarray(x), np.asarray(y)
+def images(x, what: str) -> np.ndarray:
+    """Images as float32 NHWC (or (N, features)), or one ConfigError line saying what is wrong."""
+    x = np.asarray(x)
     if x.ndim == 3:  # (N, H, W): one channel
         x = x[..., None]
     if x.ndim not in (2, 4):
         raise ConfigError(f"{what}: images have shape {x.shape}; expected (N, H, W, C), (N, H, W) or (N, features)")
     if not len(x):
         raise ConfigError(f"{what}: holds no images")
-    if y.ndim == 2 and y.shape[1] == 1:  # (N, 1), as keras.datasets gives them
-        y = y[:, 0]
-    if y.ndim != 1 or len(y) != len(x):
-        hint = " (one-hot? give class indices: y.argmax(axis=1))" if y.ndim == 2 and len(y) == len(x) else ""
-        raise ConfigError(f"{what}: labels have shape {y.shape}; expected one label per image ({len(x)}){hint}")
     if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
         raise ConfigError(f"{what}: images hold non-numeric, NaN or infinite values")
-    if not np.issubdtype(y.dtype, np.number) or not np.all(np.mod(y, 1) == 0):
-        raise ConfigError(f"{what}: labels must be whole numbers (class indices), got {y.dtype} values like {y[:3]}")
-    if y.size and y.min() < 0:
-        raise ConfigError(f"{what}: labels out of range: {int(y.min())} (class indices start at 0)")
-    return x.astype(np.float32), y.astype(np.int64)
+    return x.astype(np.float32)
+
+
+def examples(x, y, what: str, task_spec: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images as float32 NHWC and the labels as the task reads them (None: unlabelled), or one ConfigError line."""
+    x = images(x, what)
+    task, params = tasks.task(task_spec)
+    if y is None:
+        if task.needs_labels:
+            raise ConfigError(f"{what}: has no labels, and task {task.name!r} needs them; give labels, or use "
+                              "task: {name: fidelity}, which scores against the source model's outputs")
+        return x, None
+    y = np.asarray(y)
+    if len(y) != len(x):
+        raise ConfigError(f"{what}: {len(y)} labels for {len(x)} images; expected one label per image")
+    return x, task.labels(params, y, what)
 
 
 def check_classes(splits: Splits, name: str) -> Splits:
-    """Every class from 0 to the largest label has samples in every split."""
+    """Every class from 0 to the largest label has samples in every split (for a task of class labels)."""
+    if splits.num_classes is None:
+        return splits
     for split, y in (("train", splits.y_train), ("val", splits.y_val), ("test", splits.y_test)):
         missing = sorted(set(range(splits.num_classes)) - set(np.unique(y).tolist()))
         if missing:
@@ -147,20 +173,24 @@ def dataset(spec: dict) -> tuple[Dataset, DatasetParams]:
     return found, found.validate(spec.get("params"), "dataset")
 
 
-@cache
-def _load(name: str, params: DatasetParams, seed: int, val_fraction: float, test_fraction: float) -> Splits:
+def _load(name: str, params: DatasetParams, seed: int, val_fraction: float, test_fraction: float,
+          task_spec: dict | None) -> Splits:
     loaded = registry.datasets()[name].load(params)
-    x, y = examples(*loaded[:2], f"data set {name!r}")
+    stratify = tasks.task(task_spec)[0].stratify
+    x, y = examples(*loaded[:2], f"data set {name!r}", task_spec)
+    stratify = stratify and y is not None
     if len(loaded) == 2:
-        return check_classes(stratified_split(x, y, seed, val_fraction, test_fraction), name)
-    x_test, y_test = examples(*loaded[2:], f"data set {name!r} (test split)")
+        return check_classes(split(x, y, seed, val_fraction, test_fraction, stratify), name)
+    x_test, y_test = examples(*loaded[2:], f"data set {name!r} (test split)", task_spec)
     if x_test.shape[1:] != x.shape[1:]:
         raise ConfigError(f"data set {name!r}: test images are {x_test.shape[1:]}, training images {x.shape[1:]}")
+    if (y is None) != (y_test is None):
+        raise ConfigError(f"data set {name!r}: labels for one split only; label both, or neither")
     # The data set's own test split stays as it is; validation comes out of the training part.
-    train = stratified_split(x, y, seed, val_fraction, 0.0)
-    split = Splits(train.x_train, train.y_train, train.x_val, train.y_val, x_test, y_test,
-                   num_classes=int(max(y.max(), y_test.max())) + 1)
-    return check_classes(split, name)
+    train = split(x, y, seed, val_fraction, 0.0, stratify)
+    both = Splits(train.x_train, train.y_train, train.x_val, train.y_val, x_test, y_test,
+                  num_classes=int(max(y.max(), y_test.max())) + 1 if stratify else None)
+    return check_classes(both, name)
 
 
 # Splits already made, one .npz per data set spec, so that a job loads them in milliseconds.
@@ -178,13 +208,24 @@ def load_spec(spec: dict) -> Splits:
     cached = CACHE / f"{found.name}-{key}.npz"
     try:
         with np.load(cached, allow_pickle=False) as stored:
-            return Splits(**{field: stored[field] for field in SPLIT_ARRAYS}, num_classes=int(stored["num_classes"]))
+            classes = int(stored["num_classes"])
+            return Splits(**{field: stored[field] if field in stored.files else None for field in SPLIT_ARRAYS},
+                          num_classes=None if classes < 0 else classes)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # none yet, or damaged: make it again
         pass
-    splits = _load(found.name, params, spec["seed"], spec["val_fraction"], spec["test_fraction"])
+    splits = _cached_load(found.name, params, spec["seed"], spec["val_fraction"], spec["test_fraction"],
+                          json.dumps(spec.get("task"), sort_keys=True))
+    arrays = {field: getattr(splits, field) for field in SPLIT_ARRAYS if getattr(splits, field) is not None}
     try:
         with atomic_path(cached) as tmp:
-            np.savez(tmp, num_classes=splits.num_classes, **{field: getattr(splits, field) for field in SPLIT_ARRAYS})
+            np.savez(tmp, num_classes=-1 if splits.num_classes is None else splits.num_classes, **arrays)
     except OSError:
         pass  # a read-only working directory only costs the next job the load
     return splits
+
+
+@cache
+def _cached_load(name: str, params: DatasetParams, seed: int, val_fraction: float, test_fraction: float,
+                 task_json: str) -> Splits:
+    """:func:`_load` once per process for one spec (the task as JSON: a dict is not hashable)."""
+    return _load(name, params, seed, val_fraction, test_fraction, json.loads(task_json))

@@ -74,11 +74,11 @@ class Format:
         """The model stored in ``folder``; ArtifactError naming the file if it is not a valid model."""
         raise NotImplementedError
 
-    def predict(self, model: Any, x: np.ndarray) -> np.ndarray:
-        """Logits for an NHWC float batch, one row per sample.
+    def predict(self, model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output for an NHWC float batch: output name -> array with the batch first, in the model's order.
 
         A format with a ``runtime_adapter`` predicts with that adapter (with ``predict_options``), the code that
-        runs the model on devices, so the host's logits and a device's evaluation come from the same lines; a
+        runs the model on devices, so the host's outputs and a device's evaluation come from the same lines; a
         third-party adapter is found through its format. A format without one implements this.
         """
         if self.runtime_adapter is None:
@@ -87,7 +87,7 @@ class Format:
         with tempfile.TemporaryDirectory(prefix=f"slimlab-{self.name}-") as tmp:
             self.save(model, Path(tmp))
             runtime.load([str(path) for path in self.paths(Path(tmp))], 1, self.predict_options)
-        return runtime.logits(np.asarray(x, np.float32))
+        return runtime.run_batch(np.asarray(x, np.float32))
 
     def weights(self, model: Any) -> list[np.ndarray] | None:
         """The stored weight tensors as real values; None where they cannot be decoded honestly."""

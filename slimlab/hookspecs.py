@@ -34,6 +34,13 @@ def register_datasets(register):
 
 
 @hookspec
+def register_tasks(register):
+    """What models are for: ``register(MyTask())``, a :class:`slimlab.api.Task` that says which outputs it reads,
+    how labels look and its metrics (``classification``, ``regression``, ``detection``, ``segmentation``,
+    ``fidelity``)."""
+
+
+@hookspec
 def register_models(register):
     """Architectures that ``train`` builds: ``register(Architecture(name, build))`` (:class:`slimlab.api.Architecture`);
     ``build(input_shape, num_classes, **params)`` returns an untrained tf_keras model."""

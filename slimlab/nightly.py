@@ -10,8 +10,8 @@
 3. for every series (recipe, format, device, option set, threads) with an accepted
    baseline, times the baseline artifact and the candidate side by side on the device,
    in alternating rounds, and decides with :mod:`slimlab.lab.verdict` (an ``unsure``
-   series is measured once more before it is reported); accuracy and size are
-   compared exactly;
+   series is measured once more before it is reported); the task's metrics and
+   size are compared exactly;
 4. appends every series to the history store (:mod:`slimlab.lab.history`);
 5. writes ``verdict.md`` and ``verdict.json``; every number links to its record.
 
@@ -43,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 
 import slimlab
-from slimlab import registry, report
+from slimlab import registry, report, tasks
 from slimlab.artifacts import SIDECAR, Artifact, read_sidecar
 from slimlab.atomic import write_bytes, write_json
 from slimlab.errors import ArtifactError, DeviceError, SlimlabError
@@ -269,13 +269,14 @@ class Measurer:
 
 
 def exact_changes(candidate, baseline) -> tuple[str, list[str]]:
-    """Accuracy and size compared exactly: a lower accuracy or a larger file is a regression."""
-    notes, worse = [], False
-    for split, value in candidate.info.accuracy.items():
-        before = baseline.info.accuracy.get(split)
-        if before is not None and value != before:
-            notes.append(f"{split} accuracy {before:.4f} → {value:.4f}")
-            worse |= value < before
+    """The task's metrics and size compared exactly: a worse metric or a larger file is a regression."""
+    notes, worse, better = [], False, tasks.task(candidate.info.dataset.get("task"))[0].better
+    for split in ("val", "test"):
+        for metric, value in (candidate.info.quality or {}).get(split, {}).items():
+            before = (baseline.info.quality or {}).get(split, {}).get(metric)
+            if before is not None and value != before:
+                notes.append(f"{split} {metric} {before:.4f} → {value:.4f}")
+                worse |= (value < before) == (better.get(metric, "higher") == "higher")
     if candidate.info.size.bytes != baseline.info.size.bytes:
         notes.append(f"size {baseline.info.size.bytes:,} → {candidate.info.size.bytes:,} bytes")
         worse |= candidate.info.size.bytes > baseline.info.size.bytes
@@ -307,7 +308,8 @@ def evaluate(series: dict, accepted: dict, measurer: Measurer, run_dir: Path) ->
     except ArtifactError as exc:  # a damaged artifact or baseline copy: this series cannot be compared
         return {**row, "status": "infra", "reason": str(exc)}
     exact, notes = exact_changes(candidate, baseline)
-    row.update(accuracy=candidate.info.accuracy["test"], baseline_accuracy=baseline.info.accuracy["test"],
+    row.update(**{f"{side}{metric}": value for side, artifact in (("test_", candidate), ("baseline_test_", baseline))
+                  for metric, value in ((artifact.info.quality or {}).get("test") or {}).items()},
                size_bytes=candidate.info.size.bytes, baseline_size_bytes=baseline.info.size.bytes)
     try:
         result, raw = measurer.compare(candidate, baseline, record)

@@ -5,7 +5,8 @@ evaluation of an artifact (``device_eval``) by the same numbers.
 """
 
 # Float models must be numerically the same model; reduced-precision ones (fp16,
-# int8 weights, or fp16 runtime options on a GPU) only need to agree on the predicted class.
+# int8 weights, or fp16 runtime options on a GPU) only need to agree on the predicted class
+# (or, for a task that predicts no class, to keep every output's direction: cosine).
 FLOAT_BOUNDS = {"min_agreement": 0.995, "max_abs_diff_rel": 1e-3}
 QUANTIZED_BOUNDS = {"min_agreement": 0.98, "max_abs_diff_rel": None}
 
@@ -27,3 +28,14 @@ def reduced_precision_options(options: dict) -> bool:
 
 def bounds(quantized: bool) -> dict:
     return QUANTIZED_BOUNDS if quantized else FLOAT_BOUNDS
+
+
+def judge(outputs: dict, agreement: float | None, quantized: bool) -> dict:
+    """Whether per-output fidelity (:func:`slimlab_payload.evaluate.fidelity`) and the task's agreement meet the
+    bar. A task without an agreement of its own (not a classifier) is held to its outputs' least cosine instead,
+    and every output's max |difference| counts."""
+    bar = bounds(quantized)
+    agreed = agreement if agreement is not None else min(found["cosine"] for found in outputs.values())
+    worst = max(found["max_abs_diff_rel"] for found in outputs.values())
+    passed = agreed >= bar["min_agreement"] and (bar["max_abs_diff_rel"] is None or worst <= bar["max_abs_diff_rel"])
+    return {"agreement": agreed, "max_abs_diff_rel": worst, "bounds": bar, "passed": bool(passed)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pydantic_core import to_jsonable_python
 
-from slimlab import data, identity, registry
+from slimlab import data, identity, registry, tasks
 from slimlab.errors import ConfigError, PluginError
 
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._=,@+-]{1,96}$")
@@ -70,9 +70,13 @@ def dataset_segment(dataset: dict) -> str:
 
 
 def dataset_spec(config: dict) -> dict:
-    """The config's ``dataset`` block, its params validated, with the identity of the data set's code and content."""
+    """The config's ``dataset`` block, its params validated, with the identity of the data set's code and content,
+    and the config's task (it decides how labels are read and what every artifact is scored by)."""
     found, params = data.dataset(config["dataset"])
-    spec = {**config["dataset"], "params": params.model_dump(mode="json"), "code": identity.fingerprint(found.load)}
+    task, task_params = tasks.task(config.get("task"))
+    spec = {**config["dataset"], "params": params.model_dump(mode="json"), "code": identity.fingerprint(found.load),
+            "task": {"name": task.name, "params": task_params.model_dump(mode="json"),
+                     "code": identity.fingerprint(type(task))}}
     if found.digest is not None:
         spec["content"] = found.digest(params)
     return spec

@@ -17,7 +17,7 @@ from slimlab import __version__
 from slimlab.atomic import write_bytes
 from slimlab.errors import ArtifactError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The measurement settings, named once. The config's `bench` block sets each and a device in the inventory may
 # override each: both schemas take their rules from `$defs.measurement` in workflow/schemas/config.schema.yaml
 # (slimlab.config.schema checks that it names these keys). A record is at one thread count, so it keeps the
@@ -31,7 +31,8 @@ def now() -> str:
 
 
 class Record(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+    # An output identical to its reference has an infinite SNR: kept as JSON's usual extension, Infinity.
+    model_config = pydantic.ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
     schema_version: int = SCHEMA_VERSION
     slimlab_version: str = __version__
@@ -129,7 +130,12 @@ class Sidecar(Record):
     zero_fraction: float | None = None
     # Multiply-accumulates of one inference: the total and per layer (or op), where the format can count them.
     macs: dict | None = None
+    # Top-1 accuracy by split, for a classifier with labels (the task's metrics hold it too).
     accuracy: dict[str, float] | None = None
+    # The task's metrics by split ({"task", "val": {...}, "test": {...}}), where the data has labels.
+    quality: dict | None = None
+    # Per output, against the recipe's source model on the test split ({"reference", "outputs", "agreement"}).
+    fidelity: dict | None = None
     metrics: dict = {}
     # How long the job took to reach the stage's work (process start, imports, data) and the work itself.
     timing: dict | None = None
@@ -188,19 +194,17 @@ class Emulation(pydantic.BaseModel):
 
 
 class DeviceEval(pydantic.BaseModel):
-    """The artifact run on the device over the first ``samples`` of the test split, against the host's logits for
+    """The artifact run on the device over the first ``samples`` of the test split, against the host's outputs for
     the same file (``python: {evaluate: N}``)."""
 
     samples: int
-    accuracy: float  # on the device
-    host_accuracy: float  # the host's logits, same samples
-    agreement: float  # top-1, device vs host
-    max_abs_diff: float
-    mean_abs_diff: float
-    logit_range: float  # of the host's logits
-    max_abs_diff_rel: float  # max_abs_diff / logit_range
+    outputs: dict[str, dict]  # per output: fidelity to the host's (snr_db, cosine, max_abs_diff_rel, ...)
+    accuracy: float | None = None  # a classifier's, on the device, where the data has labels
+    host_accuracy: float | None = None  # the host's, same samples
+    agreement: float  # a classifier's top-1 agreement with the host; else the outputs' least cosine
+    max_abs_diff_rel: float  # the largest over the outputs, relative to each output's range
     bounds: dict  # the parity bounds applied (float or quantized, by the artifact's lineage)
-    passed: bool  # accuracy and agreement within the bounds; the logit difference is reported, not judged
+    passed: bool  # agreement (and a classifier's accuracy) within the bounds; differences reported, not judged
 
 
 class BenchTarget(Record):

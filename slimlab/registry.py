@@ -43,7 +43,7 @@ ENTRY_POINT_GROUP = "slimlab"
 # hook -> what it registers, as errors name it
 KINDS = {"register_stages": "stage", "register_formats": "format", "register_datasets": "data set",
          "register_models": "model", "register_transports": "transport", "register_runners": "runner",
-         "register_energy_probes": "energy probe"}
+         "register_energy_probes": "energy probe", "register_tasks": "task"}
 
 # plugin name -> the distribution that installed it, for ``slimlab plugins`` and code identity
 _distributions: dict[str, importlib.metadata.Distribution] = {}
@@ -258,6 +258,7 @@ models = partial(_table, "register_models")
 transports = partial(_table, "register_transports")
 runners = partial(_table, "register_runners")
 energy_probes = partial(_table, "register_energy_probes")
+tasks = partial(_table, "register_tasks")
 
 
 def lookup(table: dict, name: str, what: str):

@@ -1,13 +1,15 @@
 """Stage plugins: what a stage declares, and how the host runs one step of a recipe."""
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Callable
 
 import pydantic
 
-from slimlab import artifacts, data, job, registry
+from slimlab import artifacts, data, job, registry, tasks
 from slimlab.errors import ConfigError, Unsupported, validated
 from slimlab.records import Sidecar, Step
 
@@ -27,7 +29,9 @@ class StageContext:
     """What a stage may use besides its input.
 
     ``splits``: the data set's fixed train/val/test split (:class:`slimlab.data.Splits`: ``x_train``, ``y_train``,
-    ``x_val``, ``y_val``, ``x_test``, ``y_test``, ``num_classes``, ``input_shape``); ``seed``: the seed to draw
+    ``x_val``, ``y_val``, ``x_test``, ``y_test``, ``num_classes``, ``input_shape``; the ``y_*`` are None for
+    unlabelled data); ``task``: the config's task and its params (a (:class:`slimlab.tasks.Task`, params) pair);
+    ``seed``: the seed to draw
     anything random from; ``workdir``: the new artifact's folder (extra files may go there, e.g. a CSV the sidecar's
     metrics name); ``record(**numbers)``: adds JSON-serialisable numbers to the new sidecar's ``metrics``.
     """
@@ -35,6 +39,7 @@ class StageContext:
     splits: data.Splits
     seed: int
     workdir: Path
+    task: tuple = (None, None)
     metrics: dict = field(default_factory=dict)
 
     def record(self, **metrics: Any) -> None:
@@ -49,8 +54,8 @@ class Stage:
     ``run(artifact, params, ctx)`` makes the step's model:
 
     - ``artifact``: the verified input (``.model`` the model in its format's in-memory form, ``.kind`` its format,
-      ``.info`` its sidecar, ``.paths`` its files, ``.lineage`` its steps, ``.test_logits`` its logits on the
-      test split), or None for a source stage;
+      ``.info`` its sidecar, ``.paths`` its files, ``.lineage`` its steps, ``.test_outputs`` its outputs on the
+      test split, by name), or None for a source stage;
     - ``params``: an instance of ``params`` (a :class:`StageParams`), validated when the config loaded;
     - ``ctx``: a :class:`StageContext`;
     - returns the new model in the in-memory form of format ``output`` (a tf_keras model for ``keras``, the
@@ -64,6 +69,8 @@ class Stage:
     ``uses(params)`` names other registered objects whose code is part of what
     the step builds (``train``: the architecture); ``reads(params)`` hashes the
     files it reads (``import``: the model file). Either changing reruns the step.
+    ``check(params, splits, task)``, optional, checks a step against the data and the task before anything runs
+    (``slimlab validate``; ``import``: the model's inputs and outputs), raising ConfigError lines.
     ``traits(params)`` says what its output is beyond its format (``{"integer"}``: a quantized TFLite model,
     ``{"sparse"}``); a converter's ``refuses_traits`` maps a trait it cannot take to the one-line reason, and the
     plan reports such a pair as unsupported before anything runs.
@@ -78,6 +85,7 @@ class Stage:
     reads: Callable[[StageParams], str] | None = None
     traits: Callable[[StageParams], frozenset] = lambda params: frozenset()
     refuses_traits: dict = field(default_factory=dict)
+    check: Callable[[StageParams, data.Splits, tuple], None] | None = None
 
     def output_for(self, params: StageParams) -> str:
         return self.output(params) if callable(self.output) else self.output
@@ -117,7 +125,11 @@ def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> ar
         source = artifacts.Artifact.load(input_sidecar)
         if source.kind not in stage.inputs:
             raise ConfigError(f"stage {stage.name!r} takes {', '.join(stage.inputs)}, but {input_sidecar} is {source.kind}")
-    ctx = StageContext(splits=data.load_spec(dataset), seed=dataset["seed"], workdir=output_sidecar.parent)
+    splits = data.load_spec(dataset)
+    if source is not None and splits.num_classes is None:  # fine-tuning learns the input model's outputs
+        splits = dataclasses.replace(splits, targets=cache(partial(source_targets, source, splits)))
+    ctx = StageContext(splits=splits, seed=dataset["seed"], workdir=output_sidecar.parent,
+                       task=tasks.task(dataset.get("task")))
     began = time.time()
     try:
         model = stage.run(source, params, ctx)
@@ -127,6 +139,13 @@ def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> ar
     timing = {"startup_s": round(began - job.started(), 3), "work_s": round(time.time() - began, 3)}
     return artifacts.write(output_sidecar.parent, stage.output_for(params), model, lineage=[*lineage, entry],
                            dataset=dataset, splits=ctx.splits, metrics=ctx.metrics, timing=timing)
+
+
+def source_targets(source: artifacts.Artifact, splits: data.Splits) -> dict:
+    """The input model's outputs on the train and val splits, by name: what a step without class labels fine-tunes
+    its model to reproduce."""
+    return {split: source.format.predict(source.model, x) for split, x in (("train", splits.x_train),
+                                                                            ("val", splits.x_val))}
 
 
 def mark_failed(step: dict, input_sidecar: Path | None, output_sidecar: Path, error: str) -> Sidecar:

@@ -3,14 +3,15 @@
 One function serves both, so ``slimlab validate CONFIG`` finds every problem that
 ``snakemake -n`` would: the config schema, the data set and its params, every
 recipe and stage param, the inventory and its plugins' blocks, the devices the
-run names, and option sets those devices' runners cannot honour.
+run names, and option sets those devices' runners cannot honour. ``validate`` then
+loads the data and runs each step's own checks against it (:func:`check_with_data`).
 """
 
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from slimlab import config, option_sets, recipes
+from slimlab import config, data, option_sets, recipes, registry, tasks
 from slimlab.errors import ConfigError
 from slimlab.lab.devices import Device, load_inventory
 
@@ -37,6 +38,19 @@ def check(cfg: dict, source: str = "config") -> Experiment:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return Experiment(plan, devices)
+
+
+def check_with_data(cfg: dict, plan: recipes.Plan) -> tuple:
+    """What ``slimlab validate`` checks beyond ``snakemake -n``: the data itself (shapes, labels as the task reads
+    them, every class in every split), and each step's own checks against it and the task (``import``: the
+    model's inputs and outputs). Returns the splits and the (task, params) pair."""
+    spec = recipes.dataset_spec(cfg)
+    splits, task = data.load_spec(spec), tasks.task(spec["task"])
+    for step in plan.steps.values():
+        stage = registry.stages()[step["stage"]]
+        if stage.check is not None:
+            stage.check(stage.validate(step["params"], f"step {stage.name}"), splits, task)
+    return splits, task
 
 
 def check_files(paths: list[str | Path]) -> None:

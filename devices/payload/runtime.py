@@ -82,9 +82,11 @@ class Runtime(ABC):
     - ``observed() -> dict``: runtime facts worth keeping besides the options (e.g. delegated nodes);
     - ``memory() -> dict``: the runtime's own account of the memory it holds, where it gives one.
 
-    ``predict(sample) -> vector`` runs one real sample (NHWC, no batch axis) and returns its logits as float32;
-    the host's ``Format.predict`` and a device's evaluation both go through it. Without it the format cannot be
-    evaluated. Raise :class:`PayloadError` for anything the user must fix (one line, exit 2).
+    ``outputs(sample) -> {name: array}`` runs one real sample (NHWC, no batch axis) and returns every model
+    output, in the model's order, as float32 arrays without the batch axis; the host's ``Format.predict`` and a
+    device's evaluation both go through it. An adapter of a single-output model may implement
+    ``predict(sample) -> array`` instead. Without either the format cannot be evaluated. Raise
+    :class:`PayloadError` for anything the user must fix (one line, exit 2).
     """
 
     module: str | None = None
@@ -113,14 +115,19 @@ class Runtime(ABC):
     def applied(self) -> dict:
         """The options as the runtime reports them back after ``load`` (the record's ``options.reported``)."""
 
-    def predict(self, sample):
-        """The logits of one sample, given as Keras takes it (NHWC, no batch axis), as a float32 vector: the host's
-        ``Format.predict`` and the on-device evaluation both run models through this."""
-        raise PayloadError(f"the {type(self).__module__} adapter has no predict(sample): it cannot evaluate a model")
+    def outputs(self, sample) -> dict:
+        """Every output of the model for one sample, given as Keras takes it (NHWC, no batch axis): output name ->
+        float32 array without the batch axis, in the model's order."""
+        return {"output": self.predict(sample)}
 
-    def logits(self, x):
-        """``predict`` of every sample of a batch, one row each."""
-        return self.np.stack([self.predict(sample) for sample in x])
+    def predict(self, sample):
+        """The one output of a single-output model for one sample, as a float32 array (see ``outputs``)."""
+        raise PayloadError(f"the {type(self).__module__} adapter has no outputs(sample): it cannot evaluate a model")
+
+    def run_batch(self, x) -> dict:
+        """``outputs`` of every sample of a batch: output name -> array with the batch first."""
+        rows = [self.outputs(sample) for sample in x]
+        return {name: self.np.stack([row[name] for row in rows]) for name in rows[0]}
 
     def observed(self) -> dict:
         """Runtime-specific facts for the record besides the options (e.g. delegated nodes)."""

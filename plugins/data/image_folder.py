@@ -1,7 +1,9 @@
-"""image_folder: your own images, one sub-folder per class (``cats/``, ``dogs/``, ...).
+"""image_folder: your own images, one sub-folder per class (``cats/``, ``dogs/``, ...), or unlabelled.
 
 ``{name: image_folder, params: {path: data/train, size: [64, 64], color: rgb, test_path: data/test}}``.
-Classes are the sub-folders in sorted order (label 0 first). Every image is resized to
+Classes are the sub-folders in sorted order (label 0 first). With ``labels: none`` the
+images are the files in the folder itself, without labels (for the ``fidelity`` task,
+which scores a model against its source's outputs). Every image is resized to
 ``size`` (height, width), converted to ``color``, and scaled to ``range``: ``unit``
 [0, 1], ``symmetric`` [-1, 1], or ``pixels`` [0, 255]. A file that will not decode is
 an error that names it. ``test_path`` is a folder with the same classes.
@@ -29,6 +31,8 @@ class ImageFolderParams(DatasetParams):
     color: Literal["rgb", "grayscale"] = Field("rgb", description="rgb: 3 channels; grayscale: 1")
     range: Literal["unit", "symmetric", "pixels"] = Field("unit", description="[0,1], [-1,1] or [0,255]")
     test_path: str | None = Field(None, min_length=1, description="a folder with the same classes: the test split")
+    labels: Literal["folders", "none"] = Field("folders", description="folders: a sub-folder per class; none: "
+                                                "unlabelled images in the folder itself")
 
 
 def classes(folder: Path) -> list[str]:
@@ -40,30 +44,47 @@ def classes(folder: Path) -> list[str]:
     return found
 
 
+def image_files(folder: Path, what: str) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ConfigError(f"dataset.params: {what} {folder} holds no images")
+    return files
+
+
+def decode(file: Path, params: ImageFolderParams) -> np.ndarray:
+    """One image resized, converted and scaled as the params say; a ConfigError naming a file that will not decode."""
+    mode, (scale, shift) = "RGB" if params.color == "rgb" else "L", RANGES[params.range]
+    try:
+        with Image.open(file) as image:
+            pixels = image.convert(mode).resize(params.size[::-1], Image.Resampling.BILINEAR)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # PIL's kinds of bad file
+        raise ConfigError(f"dataset.params: {file} is not an image that can be decoded ({exc})") from None
+    return np.asarray(pixels, np.float32).reshape(*params.size, -1) * scale + shift
+
+
 def read(path: str, names: list[str] | None, params: ImageFolderParams) -> tuple[np.ndarray, np.ndarray, list[str]]:
     folder = existing(path, "dataset.params")
     names = names or classes(folder)
     if classes(folder) != names:
         raise ConfigError(f"dataset.params: {folder} has classes {classes(folder)}, expected {names}")
-    mode, (scale, shift) = "RGB" if params.color == "rgb" else "L", RANGES[params.range]
     images, labels = [], []
     for label, name in enumerate(names):
-        files = sorted(p for p in (folder / name).iterdir() if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise ConfigError(f"dataset.params: class folder {folder / name} holds no images")
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    pixels = image.convert(mode).resize(params.size[::-1], Image.Resampling.BILINEAR)
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # PIL's kinds of bad file
-                raise ConfigError(f"dataset.params: {file} is not an image that can be decoded ({exc})") from None
-            images.append(np.asarray(pixels, np.float32).reshape(*params.size, -1) * scale + shift)
-            labels.append(label)
+        files = image_files(folder / name, "class folder")
+        images += [decode(file, params) for file in files]
+        labels += [label] * len(files)
     return np.stack(images), np.asarray(labels), names
 
 
+def read_unlabelled(path: str, params: ImageFolderParams) -> tuple[np.ndarray, None]:
+    folder = existing(path, "dataset.params")
+    return np.stack([decode(file, params) for file in image_files(folder, "folder")]), None
+
+
 def load_image_folder(params: ImageFolderParams):
-    """Images from one sub-folder per class, resized and scaled as the params say."""
+    """Images from one sub-folder per class (or unlabelled ones), resized and scaled as the params say."""
+    if params.labels == "none":
+        train = read_unlabelled(params.path, params)
+        return train if params.test_path is None else (*train, *read_unlabelled(params.test_path, params))
     x, y, names = read(params.path, None, params)
     if params.test_path is None:
         return x, y

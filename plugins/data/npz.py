@@ -1,7 +1,9 @@
 """npz: your own arrays in a NumPy ``.npz`` file, with an optional separate test file.
 
 ``{name: npz, params: {path: data/train.npz, x_key: x, y_key: y, test_path: data/test.npz}}``.
-Images are (N, H, W, C) or (N, H, W) numbers, labels whole numbers from 0. ``scale``
+Images are (N, H, W, C) or (N, H, W) numbers; labels are in the task's shape (class
+indices from 0 for classification; boxes, landmarks or masks for other tasks), and
+``y_key: null`` reads unlabelled images (the ``fidelity`` task needs no labels). ``scale``
 multiplies the images (e.g. ``1/255`` for uint8 pixels); nothing else is changed.
 Without ``test_path`` the test split comes out of ``path`` by ``test_fraction``.
 """
@@ -18,23 +20,25 @@ from slimlab.kit.files import content_sha256, existing
 class NpzParams(DatasetParams):
     path: str = Field(min_length=1, description="the .npz file (relative to the working directory)")
     x_key: str = Field("x", min_length=1, description="the array of images")
-    y_key: str = Field("y", min_length=1, description="the array of labels")
+    y_key: str | None = Field("y", min_length=1, description="the array of labels; null: unlabelled")
     test_path: str | None = Field(None, min_length=1, description="a second .npz holding the test split")
     scale: float = Field(1.0, gt=0, le=1e6, description="images are multiplied by this (1/255 for uint8)")
 
 
-def read(path: str, params: NpzParams) -> tuple[np.ndarray, np.ndarray]:
+def read(path: str, params: NpzParams) -> tuple[np.ndarray, np.ndarray | None]:
     where = f"dataset.params: {path}"
+    keys = [key for key in (params.x_key, params.y_key) if key is not None]
     try:
         loaded = np.load(existing(path, "dataset.params"), allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file holds one bare array
-            raise ConfigError(f"{where}: a single array (.npy), not an .npz holding {params.x_key!r} and "
-                              f"{params.y_key!r}")
+            raise ConfigError(f"{where}: a single array (.npy), not an .npz holding "
+                              f"{' and '.join(map(repr, keys))}")
         with loaded as arrays:
-            missing = [key for key in (params.x_key, params.y_key) if key not in arrays.files]
+            missing = [key for key in keys if key not in arrays.files]
             if missing:
-                raise ConfigError(f"{where}: no array {missing[0]!r}; it holds {', '.join(arrays.files)}")
-            x, y = arrays[params.x_key], arrays[params.y_key]
+                hint = "; for unlabelled images set y_key: null" if missing[0] == params.y_key else ""
+                raise ConfigError(f"{where}: no array {missing[0]!r}; it holds {', '.join(arrays.files)}{hint}")
+            x, y = arrays[params.x_key], None if params.y_key is None else arrays[params.y_key]
     except (OSError, ValueError, EOFError) as exc:  # not a zip, truncated, or an object array
         raise ConfigError(f"{where}: cannot read it as .npz ({exc})") from None
     # Non-numbers are left for the data checks to name; scaling them would fail with numpy's message.
@@ -42,7 +46,7 @@ def read(path: str, params: NpzParams) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_npz(params: NpzParams):
-    """Images and labels from .npz files."""
+    """Images and labels (or unlabelled images) from .npz files."""
     train = read(params.path, params)
     return train if params.test_path is None else (*train, *read(params.test_path, params))
 

@@ -36,8 +36,12 @@ class KerasFormat(Format):
         except Exception as exc:  # Keras raises many kinds for a bad archive; the file is named either way
             raise ArtifactError(f"{path}: Keras could not load the model: {exc}") from exc
 
-    def predict(self, model, x: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(x, batch_size=256, verbose=0))
+    def predict(self, model, x: np.ndarray) -> dict[str, np.ndarray]:
+        found = model.predict(x, batch_size=256, verbose=0)
+        if isinstance(found, dict):
+            return {name: np.asarray(value) for name, value in found.items()}
+        found = found if isinstance(found, list) else [found]
+        return {name: np.asarray(value) for name, value in zip(model.output_names, found)}
 
     def input_spec(self, model) -> dict:
         tensor = model.inputs[0]

@@ -83,6 +83,7 @@ def channel_first_input(onnx_bytes: bytes) -> tuple[bytes, list[int]]:
     graph.input.remove(original)
     graph.input.insert(0, nchw)
     fold_paddings(graph)
+    channel_pads_as_convs(model)
     return model.SerializeToString(), shape
 
 
@@ -109,9 +110,7 @@ def fold_paddings(graph) -> None:
         return found[0] if perm is None or list(helper.get_attribute_value(found[0].attribute[0])) == perm else None
 
     for pad in [node for node in graph.node if node.op_type == "Pad"]:
-        mode = next((helper.get_attribute_value(a) for a in pad.attribute if a.name == "mode"), b"constant")
-        value = constants.get(pad.input[2], 1) if len(pad.input) > 2 and pad.input[2] else 0
-        if mode != b"constant" or pad.input[1] not in constants or value != 0:
+        if (pads := zero_pads(pad, constants)) is None:
             continue
         before = producer.get(pad.input[0])
         after = sole_consumer(pad, "Transpose", [0, 3, 1, 2])
@@ -123,7 +122,6 @@ def fold_paddings(graph) -> None:
         attrs = {a.name: a for a in conv.attribute}
         if "auto_pad" in attrs and helper.get_attribute_value(attrs["auto_pad"]) not in (b"NOTSET", b"VALID"):
             continue
-        pads = constants[pad.input[1]].tolist()
         layout = [0, 2, 3, 1] if nhwc else list(range(len(pads) // 2))  # the Pad's dims as NCHW dims
         begin = {dim: pads[i] for i, dim in enumerate(layout)}
         end = {dim: pads[len(layout) + i] for i, dim in enumerate(layout)}
@@ -141,6 +139,53 @@ def fold_paddings(graph) -> None:
             graph.node.remove(after)
             if consumers[before.output[0]] == [pad]:
                 graph.node.remove(before)
+
+
+def zero_pads(pad, constants: dict) -> list[int] | None:
+    """A Pad node's ``pads`` (all begins, then all ends) if it pads with constant zeros on every axis; else None."""
+    from onnx import helper
+
+    mode = next((helper.get_attribute_value(a) for a in pad.attribute if a.name == "mode"), b"constant")
+    value = constants.get(pad.input[2], 1) if len(pad.input) > 2 and pad.input[2] else 0
+    axes = len(pad.input) > 3 and pad.input[3]  # opset 18: pads for some axes only
+    if mode != b"constant" or pad.input[1] not in constants or value != 0 or axes:
+        return None
+    return constants[pad.input[1]].tolist()
+
+
+def channel_pads_as_convs(model) -> None:
+    """Rewrite each Pad that only adds zero channels (axis 1, at its start or end) as a 1x1 Conv.
+
+    BlazeFace (MediaPipe's face detector and face landmarker) widens a residual shortcut with zero channels
+    before the Add; in ONNX that is a Pad on the channel axis. pnnx leaves it as a ``Pad`` layer, which ncnn
+    does not have for channels (the model fails to load). A 1x1 convolution whose weights copy the Cin input
+    channels and give zeros for the added ones computes exactly the same. Other Pads are left alone, as is
+    one whose input's channel count is not static.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type for v in (*inferred.input, *inferred.value_info)}
+    for node in graph.node:
+        pads = zero_pads(node, constants) if node.op_type == "Pad" else None
+        tensor = types.get(node.input[0]) if pads else None
+        if tensor is None or tensor.elem_type != onnx.TensorProto.FLOAT or len(tensor.shape.dim) < 3:
+            continue
+        rank, channels = len(tensor.shape.dim), tensor.shape.dim[1].dim_value
+        if len(pads) != 2 * rank or not channels:
+            continue
+        before, after = pads[1], pads[rank + 1]
+        if any(pads[:1] + pads[2:rank + 1] + pads[rank + 2:]) or min(before, after) < 0 or before + after == 0:
+            continue  # pads another axis too, or crops, or does nothing
+        weight = np.zeros((before + channels + after, channels) + (1,) * (rank - 2), np.float32)
+        weight[before + np.arange(channels), np.arange(channels)] = 1
+        name = f"{node.output[0]}_channel_pad_weight"
+        graph.initializer.append(numpy_helper.from_array(weight, name))
+        node.CopyFrom(helper.make_node("Conv", [node.input[0], name], [node.output[0]], name=node.name,
+                                       kernel_shape=[1] * (rank - 2)))
 
 
 def convert_ncnn(artifact, params: ConvertParams, ctx) -> NcnnModel:

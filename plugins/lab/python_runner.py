@@ -6,23 +6,23 @@ option set's options for that format go along. The runner's block also pins the
 payload to CPUs (``affinity``), cools the device down first (``cooldown``), points
 the run context at a sysfs tree (``context_root``), names the device-side lock, and
 with ``evaluate: N`` has the device run the first N test samples after timing, to
-compare its accuracy and logits with the host's run of the same file.
+compare its outputs (and a classifier's accuracy) with the host's run of the same file.
 """
 
 import hashlib
-import io
 import json
 import sys
-import zipfile
 from pathlib import Path
 
 from pydantic import Field
 
-from slimlab import data, formats, hookimpl, registry
-from slimlab.atomic import write_bytes
+from slimlab import data, formats, hookimpl, registry, tasks
+from slimlab.atomic import npz_bytes, write_bytes
 from slimlab.lab import payload
 from slimlab.lab.devices import Settings
 from slimlab.lab.runner import Runner
+from slimlab.tasks import output_specs
+from slimlab_payload.evaluate import OUTPUT_PREFIX
 from slimlab_payload.main import RESULT_PREFIX
 
 
@@ -125,19 +125,21 @@ class PythonRunner(Runner):
 
 
 def evaluation_slice(artifact, samples: int) -> Path:
-    """The first ``samples`` of the artifact's test split with their labels and the host's logits, as an .npz written
-    the same way every time (so it is pushed once per artifact and size), in the payload's cache."""
+    """The first ``samples`` of the artifact's test split with the host's outputs for them (and, for a classifier,
+    their labels and the logits' name), as an .npz written the same way every time (so it is pushed once per
+    artifact and size), in the payload's cache."""
     import numpy as np
 
     spec = {key: value for key, value in artifact.info.dataset.items() if key != "sizes"}  # sizes: added by write()
     splits = data.load_spec(spec)
-    arrays = {"x": splits.x_test[:samples], "y": splits.y_test[:samples], "logits": artifact.test_logits[:samples]}
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, array in arrays.items():
-            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
-    content = buffer.getvalue()
+    outputs = artifact.test_outputs
+    arrays = {"x": splits.x_test[:samples], **{OUTPUT_PREFIX + name: value[:samples] for name, value in outputs.items()}}
+    task, params = tasks.task(spec.get("task"))
+    if task.stratify:  # class labels: the device also scores its top-1 on the logits the task reads
+        arrays["classify"] = np.array(task.reads(params, output_specs(outputs))[0])
+        if splits.labelled:
+            arrays["y"] = splits.y_test[:samples]
+    content = npz_bytes(arrays)
     path = payload.cache_dir() / "evaluate" / f"{hashlib.sha256(content).hexdigest()[:16]}.npz"
     if not path.is_file():
         write_bytes(path, content)

@@ -47,6 +47,7 @@ from slimlab.errors import ConfigError
 from slimlab.kit import distillation, transformer
 from slimlab.kit.training import architecture, build_model
 from slimlab.stages import Stage, StageParams
+from slimlab.tasks import output_of
 
 
 class DistillParams(StageParams):
@@ -151,7 +152,8 @@ def distill(artifact, params: DistillParams, ctx):
     if params.student_init == "teacher_layers":
         transformer.copy_blocks(student, teacher.model, blocks)
     x_train = ctx.splits.x_train
-    targets = distillation.teacher_targets(teacher.model, teacher.format.predict(teacher.model, x_train), found, x_train)
+    logits = output_of(ctx.task[1], teacher.format.predict(teacher.model, x_train), "distill")
+    targets = distillation.teacher_targets(teacher.model, logits, found, x_train)
     history = distillation.train_student(
         student, ctx.splits, targets, weights, matches=found,
         epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate, seed=ctx.seed,

@@ -16,9 +16,10 @@ it, and nothing else. When the config loads, the file is opened, without TensorF
 model its name says, or a Keras 3 file with a layer tf_keras cannot reproduce, is refused
 then. The model is checked against the data set when the artifact is built: its input
 shape (NHWC, the data's, fixed but for the batch), a float input, and, if you give
-``input_range``, that the data's values lie in it; and that it runs on the data and gives
-one logit per class. A mismatch is one line; nothing is transposed or rescaled
-behind your back.
+``input_range``, that the data's values lie in it; and that it runs on the data and that
+the config's task can read its outputs (a classifier: one logit per class). A model may
+have several outputs. A mismatch is one line; nothing is transposed or rescaled behind
+your back.
 """
 
 import codecs
@@ -34,6 +35,7 @@ from slimlab.kit import keras3
 from slimlab.kit.training import keras
 from slimlab.kit.files import content_sha256, existing
 from slimlab.stages import Stage, StageParams
+from slimlab.tasks import OutputSpec, output_specs
 
 SUFFIXES = {".keras": "keras", ".h5": "keras", ".hdf5": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -160,22 +162,33 @@ def check_input(spec: dict, splits, params: ImportParams, path: Path) -> None:
                           f"input_range {list(params.input_range)}; set the data set's scaling to match")
 
 
-def check_output(fmt, model, splits, path: Path) -> None:
-    """The model runs on the data's images and gives one logit per class of the data set."""
+def check_outputs(fmt, model, splits, task, path: Path) -> list[OutputSpec]:
+    """The model runs on the data's images, and the task can read its outputs; for class labels, the output read
+    gives one logit per class of the data set. Returns every output's name and shape."""
     x = splits.x_val[:2]
     try:
-        logits = np.asarray(fmt.predict(model, x))
+        outputs = fmt.predict(model, x)
     except Exception as exc:  # each runtime raises its own kinds; the file is named either way
         raise ArtifactError(f"import: {path} does not run on the data set's images: {keras3.one_line(exc)}") from None
-    if logits.shape != (len(x), splits.num_classes):
-        raise ConfigError(f"import: {path} gives outputs of shape {[None, *logits.shape[1:]]} for a batch; the data "
-                          f"set has {splits.num_classes} classes, so slimlab reads one output of shape "
-                          f"[None, {splits.num_classes}] (the logits)")
+    specs = output_specs(outputs)
+    try:
+        read = task[0].reads(task[1], specs)
+    except ConfigError as exc:
+        raise ConfigError(f"import: {path}: {exc}") from None
+    if splits.num_classes is not None:
+        shape = outputs[read[0]].shape
+        if shape != (len(x), splits.num_classes):
+            raise ConfigError(f"import: {path} gives output {read[0]!r} of shape {[None, *shape[1:]]} for a batch; "
+                              f"the data set has {splits.num_classes} classes, so slimlab reads it as logits of shape "
+                              f"[None, {splits.num_classes}]")
+    return specs
 
 
 def to_logits(model):
-    """A Keras model that ends in a softmax, made to end before it: slimlab fine-tunes on logits (the
+    """A single-output Keras model that ends in a softmax, made to end before it: slimlab fine-tunes on logits (the
     predicted class, and so every accuracy, stays the same). Returns the model and what was removed."""
+    if len(model.outputs) != 1:
+        return model, None
     last = model.layers[-1]
     activation = getattr(getattr(last, "activation", None), "__name__", None)
     if type(last).__name__ == "Softmax" or (type(last).__name__ == "Activation" and activation == "softmax"):
@@ -188,20 +201,32 @@ def to_logits(model):
     return model, None
 
 
-def import_model(_, params: ImportParams, ctx):
-    """Start from a model file: Keras 3 or tf_keras .keras/.h5, SavedModel, .tflite or .onnx."""
+def opened(params: ImportParams, splits, task) -> tuple:
+    """The model loaded and checked against the data and the task: (model, its format, what the import record
+    says about it)."""
     path = existing(params.path, "import.path")
     kind = model_format(params.path)
     fmt = formats.get(kind)
     model = load(path, kind)
     stripped = None
-    if kind == "keras":
+    if kind == "keras" and task[0].stratify:
         model, stripped = to_logits(model)
     spec = fmt.input_spec(model)
-    check_input(spec, ctx.splits, params, path)
-    check_output(fmt, model, ctx.splits, path)
-    ctx.record(imported={"path": str(path), "format": kind, "input": spec, "softmax_removed": stripped,
-                         "sha256": content_sha256(path, what="import.path")})
+    check_input(spec, splits, params, path)
+    outputs = check_outputs(fmt, model, splits, task, path)
+    return model, kind, {"path": str(path), "format": kind, "input": spec, "softmax_removed": stripped,
+                         "outputs": {output.name: list(output.shape) for output in outputs}}
+
+
+def check_import(params: ImportParams, splits, task) -> None:
+    """What ``slimlab validate`` checks before any run: the model fits the data and the task."""
+    opened(params, splits, task)
+
+
+def import_model(_, params: ImportParams, ctx):
+    """Start from a model file: Keras 3 or tf_keras .keras/.h5, SavedModel, .tflite or .onnx."""
+    model, _, imported = opened(params, ctx.splits, ctx.task)
+    ctx.record(imported={**imported, "sha256": content_sha256(params.path, what="import.path")})
     return model
 
 
@@ -209,4 +234,4 @@ def import_model(_, params: ImportParams, ctx):
 def register_stages(register):
     register(Stage("import", import_model, ImportParams, inputs=(),
                    output=lambda params: model_format(params.path),
-                   reads=lambda params: content_sha256(params.path, what="import.path")))
+                   reads=lambda params: content_sha256(params.path, what="import.path"), check=check_import))

@@ -31,7 +31,7 @@ from pydantic import Field
 from slimlab import hookimpl
 from slimlab.atomic import write_bytes
 from slimlab.kit import transformer
-from slimlab.kit.training import compile_and_fit
+from slimlab.kit.training import class_labels, compile_and_fit
 from slimlab.stages import Stage, StageParams
 
 REPORT = "heads.csv"
@@ -125,6 +125,7 @@ def prune_heads(artifact, params: HeadsParams, ctx):
     """Score heads (masked accuracy, gradient importance), remove the lowest, shrink Q/K/V/O, fine-tune."""
     model, splits = artifact.model, ctx.splits
     transformer.require(model, "input model", "prune.heads")
+    class_labels(splits, "prune.heads")
     present = transformer.heads(model)
     heads = [(block, head) for block, indices in present.items() for head in indices]
     accuracy_drop = masked_scores(model, splits.x_val, splits.y_val, heads)

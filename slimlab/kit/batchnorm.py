@@ -31,19 +31,24 @@ def _input_in(model, layer):
     return layer.get_input_at(index)
 
 
-def _val_accuracy(model, splits) -> float:
-    predicted = np.argmax(model.predict(splits.x_val, batch_size=BATCH, verbose=0), axis=-1)
-    return round(float(np.mean(predicted == splits.y_val)), 5)
+def _val_score(model, splits, targets) -> float:
+    """Validation accuracy on class labels; else minus the mean squared error to the source model's outputs."""
+    predicted = model.predict(splits.x_val, batch_size=BATCH, verbose=0)
+    if splits.num_classes is not None:
+        return round(float(np.mean(np.argmax(predicted, axis=-1) == splits.y_val)), 5)
+    predicted = predicted if isinstance(predicted, list) else [predicted]
+    return -float(np.mean([np.mean(np.square(p - t)) for p, t in zip(predicted, targets)]))
 
 
-def refresh(model, splits) -> dict | None:
+def refresh(model, splits, targets=None) -> dict | None:
     """Re-estimate every BatchNormalization's statistics over ``splits.x_train``, in place; None if the model has
-    none. Returns what was done, with the inference-mode validation accuracy before and after. Statistics that
-    score lower on the validation split than the ones they replace are put back (``kept: previous``)."""
+    none. Returns what was done, with the inference-mode validation score before and after (accuracy, or without
+    class labels minus the mean squared error to ``targets``, the source model's validation outputs). Statistics
+    that score lower than the ones they replace are put back (``kept: previous``)."""
     layers = _layers(model)
     if not layers:
         return None
-    before = _val_accuracy(model, splits)
+    before = _val_score(model, splits, targets)
     previous = [[np.array(v) for v in (layer.moving_mean, layer.moving_variance)] for layer in layers]
     import tf_keras  # the models' Keras (slimlab.kit.training.keras), imported on first use
 
@@ -60,12 +65,13 @@ def refresh(model, splits) -> dict | None:
         mean = total / count
         layer.moving_mean.assign(mean.astype(np.float32))
         layer.moving_variance.assign(np.maximum(square / count - np.square(mean), 0).astype(np.float32))
-    after = _val_accuracy(model, splits)
+    after = _val_score(model, splits, targets)
     kept = "refreshed"
     if after < before:
         for layer, (mean, variance) in zip(layers, previous):
             layer.moving_mean.assign(mean)
             layer.moving_variance.assign(variance)
         kept = "previous"
-    return {"layers": len(layers), "samples": len(splits.x_train), "val_accuracy_before": before,
-            "val_accuracy_after": after, "kept": kept}
+    metric = "val_accuracy" if splits.num_classes is not None else "val_neg_mse"
+    return {"layers": len(layers), "samples": len(splits.x_train), f"{metric}_before": before,
+            f"{metric}_after": after, "kept": kept}

@@ -15,7 +15,7 @@ import numpy as np
 
 from slimlab.errors import ConfigError
 from slimlab.kit.depgraph import PRODUCERS, DepGraph, Group, copy_layer, rebuild
-from slimlab.kit.training import keras
+from slimlab.kit.training import class_labels, keras
 
 
 def weight_axes(layer) -> list[tuple[int, int, str]]:
@@ -52,13 +52,14 @@ def taylor_importance(model, splits, batches: int, batch_size: int, seed: int) -
     """|w · Σ ∂L/∂w| over ``batches`` seeded training batches (the loss on logits, as slimlab trains)."""
     import tensorflow as tf
 
+    labels = class_labels(splits, "prune.structured's taylor criterion")
     picked = np.random.default_rng(seed).permutation(len(splits.x_train))[: batches * batch_size]
     loss = keras().losses.SparseCategoricalCrossentropy(from_logits=True)
     variables = model.trainable_weights
     summed = [np.zeros(v.shape, np.float64) for v in variables]
     for chunk in np.array_split(picked, batches):
         with tf.GradientTape() as tape:
-            value = loss(splits.y_train[chunk], model(splits.x_train[chunk], training=False))
+            value = loss(labels[chunk], model(splits.x_train[chunk], training=False))
         for total, grad in zip(summed, tape.gradient(value, variables)):
             if grad is not None:  # a variable the loss does not reach
                 total += np.asarray(grad)

@@ -23,7 +23,7 @@ import numpy as np
 
 from slimlab.errors import ConfigError
 from slimlab.kit import batchnorm, transformer
-from slimlab.kit.training import keras
+from slimlab.kit.training import class_labels, keras
 
 MAPPINGS = ("uniform", "top", "bottom")
 
@@ -192,6 +192,7 @@ def train_student(student, splits, targets: list[np.ndarray], weights: LossWeigh
     """
     import tensorflow as tf
 
+    class_labels(splits, "distill")
     pairs = matches.pairs()
     student_outputs = keras().Model(student.inputs, [*(student.get_layer(s).output for _, s, _ in pairs), *student.outputs])
     projections = []

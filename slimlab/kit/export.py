@@ -19,14 +19,16 @@ import numpy as np
 
 
 def inference_function(model):
-    """``model(x, training=False)`` traced for any batch size, with the model's variables."""
+    """``model(x, training=False)`` traced for any batch size, with the model's variables. Several outputs are
+    returned by their Keras names, which a TFLite model's signature then keeps."""
     import tensorflow as tf
 
     (tensor,) = model.inputs
     spec = tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name="input")
 
     def infer(x):
-        return model(x, training=False)
+        outputs = model(x, training=False)
+        return dict(zip(model.output_names, outputs)) if len(model.outputs) > 1 else outputs
 
     return tf.function(infer, autograph=False).get_concrete_function(spec)
 
@@ -41,7 +43,7 @@ def keras_to_tflite(model, configure: Callable[[Any], None] = lambda converter: 
 
 
 def keras_to_onnx(model, opset: int = 13) -> bytes:
-    """An ONNX model (tf2onnx); the input stays NHWC like Keras."""
+    """An ONNX model (tf2onnx); the input stays NHWC like Keras, and several outputs keep their Keras names."""
     from tf2onnx import convert, tf_loader
 
     function = inference_function(model)
@@ -49,7 +51,18 @@ def keras_to_onnx(model, opset: int = 13) -> bytes:
     outputs = [tensor.name for tensor in function.outputs]
     graph_def = tf_loader.from_function(function, inputs, outputs)
     proto, _ = convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=opset)
+    if isinstance(function.structured_outputs, dict):  # flattened in sorted key order, as function.outputs are
+        rename_outputs(proto.graph, dict(zip(outputs, sorted(function.structured_outputs))))
     return proto.SerializeToString()
+
+
+def rename_outputs(graph, names: dict[str, str]) -> None:
+    """Give a graph's outputs new names, in the graph's outputs and in the nodes that make or read them."""
+    for node in graph.node:
+        node.output[:] = [names.get(name, name) for name in node.output]
+        node.input[:] = [names.get(name, name) for name in node.input]
+    for output in graph.output:
+        output.name = names.get(output.name, output.name)
 
 
 def tflite_to_onnx(data: bytes, opset: int = 13) -> bytes:

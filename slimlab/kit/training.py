@@ -12,7 +12,7 @@ import numpy as np
 import pydantic
 
 from slimlab import registry
-from slimlab.errors import PluginError
+from slimlab.errors import ConfigError, PluginError
 from slimlab.kit import batchnorm
 
 
@@ -61,28 +61,52 @@ def architecture(name: str) -> Architecture:
 
 def build_model(name: str, params: dict, splits, seed: int):
     """A registered architecture for this data set, with its initial weights drawn from ``seed``."""
+    class_labels(splits, "train")
     keras().utils.set_random_seed(seed)
     return architecture(name).build(splits.input_shape, splits.num_classes, **params)
+
+
+def class_labels(splits, stage: str):
+    """The training labels as class indices; a ConfigError line for data without them (another task's, or none)."""
+    if splits.num_classes is None:
+        raise ConfigError(f"{stage} needs class labels (task classification); this data has "
+                          f"{'labels of another task' if splits.labelled else 'no labels'}")
+    return splits.y_train
+
+
+def fit_targets(model, splits) -> tuple[list, list]:
+    """What a model learns from: class labels (cross-entropy on logits), or, without them, the outputs of the model
+    it was made from (``splits.targets``: self-distillation, mean squared error per output). (train, val)."""
+    if splits.num_classes is not None:
+        return splits.y_train, splits.y_val
+    if splits.targets is None:
+        raise ConfigError("fine-tuning without class labels learns from the source model's outputs, and this step "
+                          "has no source model (train a model on class labels, or import one)")
+    found = splits.targets()  # in the source model's output order, which compression keeps
+    return list(found["train"].values()), list(found["val"].values())
 
 
 def compile_and_fit(model, splits, *, epochs: int, batch_size: int, learning_rate: float, seed: int, callbacks=()):
     """Train on the train split with seeded shuffling, then refresh the BatchNormalization statistics
     (:func:`slimlab.kit.batchnorm.refresh`); return per-epoch history for the sidecar, with ``batchnorm``: what the
-    refresh did, where the model has BatchNormalization layers."""
+    refresh did, where the model has BatchNormalization layers. Without class labels, the model learns its source
+    model's outputs (:func:`fit_targets`)."""
     k = keras()
     k.utils.set_random_seed(seed)
+    train, val = fit_targets(model, splits)
+    labelled = splits.num_classes is not None
     model.compile(
         optimizer=k.optimizers.Adam(learning_rate),
-        loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        loss=k.losses.SparseCategoricalCrossentropy(from_logits=True) if labelled else k.losses.MeanSquaredError(),
+        metrics=["accuracy"] if labelled else [],
     )
     history = model.fit(
-        splits.x_train, splits.y_train,
-        validation_data=(splits.x_val, splits.y_val),
+        splits.x_train, train,
+        validation_data=(splits.x_val, val),
         epochs=epochs, batch_size=batch_size, callbacks=list(callbacks), verbose=0,
     )
     found = {name: [round(float(v), 5) for v in values] for name, values in history.history.items()}
-    refreshed = batchnorm.refresh(model, splits)
+    refreshed = batchnorm.refresh(model, splits, val)
     return {**found, "batchnorm": refreshed} if refreshed else found
 
 

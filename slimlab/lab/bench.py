@@ -28,7 +28,7 @@ from slimlab.lab.devices import Device
 from slimlab.lab.lock import device_lock, lock_dir
 from slimlab.lab.stats import summarize
 from slimlab.lab.transport import failure_tag
-from slimlab.parity_bounds import bounds, is_quantized, reduced_precision_options
+from slimlab.parity_bounds import is_quantized, judge, reduced_precision_options
 from slimlab.records import (RECORD_SETTINGS, BenchFailure, BenchRecord, DeviceEval, Latency, Options,
                              failure_note_path)
 
@@ -69,12 +69,16 @@ def _measure(device: Device, artifact: Artifact, threads: int, settings: dict, l
 
 def device_eval(found: dict, lineage, options: dict | None = None) -> DeviceEval:
     """The device's evaluation against the parity bounds of the artifact's kind (float or quantized, or runtime
-    ``options`` that reduce precision, like fp16 on a GPU): its agreement with the host, and its accuracy, at most
-    the agreement bound's slack below the host's on the same samples."""
-    bar = bounds(is_quantized(lineage, reduced_precision_options(options or {})))
-    slack = 1.0 - bar["min_agreement"]
-    passed = found["agreement"] >= bar["min_agreement"] and found["accuracy"] >= found["host_accuracy"] - slack
-    return DeviceEval(**found, bounds=bar, passed=passed)
+    ``options`` that reduce precision, like fp16 on a GPU): its agreement with the host (a classifier's top-1, else
+    the outputs' least cosine), and a classifier's accuracy, at most the agreement bound's slack below the host's
+    on the same samples. Output differences are reported, not judged: a device's kernels may differ."""
+    verdict = judge(found["outputs"], found.get("agreement"), is_quantized(lineage, reduced_precision_options(
+        options or {})))
+    slack = 1.0 - verdict["bounds"]["min_agreement"]
+    passed = verdict["agreement"] >= verdict["bounds"]["min_agreement"] and (
+        found.get("accuracy") is None or found["accuracy"] >= found["host_accuracy"] - slack)
+    return DeviceEval(**{**found, "agreement": verdict["agreement"]}, max_abs_diff_rel=verdict["max_abs_diff_rel"],
+                      bounds=verdict["bounds"], passed=passed)
 
 
 def _record(target: dict, device: Device, artifact: Artifact, settings: dict, raw: dict, used, wall_ms: float

@@ -41,7 +41,8 @@ COLUMNS = {
     "status": "str", "error": "str", "steps": "str", "step_params": "str",
     "size_bytes": "float64", "gzip_bytes": "float64", "params": "float64", "nonzero_params": "float64",
     "zero_fraction": "float64", "macs": "float64",
-    "accuracy": "float64", "accuracy_val": "float64", "parity_agreement": "float64",
+    "accuracy": "float64", "accuracy_val": "float64", "task": "str",
+    "fidelity_snr_db": "float64", "fidelity_cosine": "float64", "parity_agreement": "float64",
     "parity_max_abs_diff_rel": "float64", "parity_failed": "object",
     "device_accuracy": "float64", "device_agreement": "float64", "device_max_abs_diff_rel": "float64",
     "device_parity_failed": "object",
@@ -54,6 +55,10 @@ COLUMNS = {
     "energy_j_per_inference": "float64", "avg_power_w": "float64", "energy_reason": "str",
     "flags": "str", "artifact": "str", "record": "str",
 }
+
+# Besides COLUMNS, one column per metric of the task (``test_<metric>``, e.g. ``test_map50``) and per output's
+# fidelity (``snr_db:<output>``), after the fixed ones.
+TASK_METRIC, OUTPUT_SNR = "test_", "snr_db:"
 
 # What fastest.csv keeps for each recipe, format and device: the winning setting and what it buys.
 FASTEST_KEY = ["recipe", "format", "device"]
@@ -104,12 +109,25 @@ def artifact_columns(info: Sidecar, folder: str) -> dict:
         "nonzero_params": info.params.nonzero,
         "zero_fraction": info.zero_fraction,
         "macs": info.macs["total"] if info.macs else None,
-        "accuracy": info.accuracy["test"],
-        "accuracy_val": info.accuracy["val"],
+        "accuracy": info.accuracy["test"] if info.accuracy else None,
+        "accuracy_val": info.accuracy["val"] if info.accuracy else None,
+        "task": info.dataset.get("task", {}).get("name"),
+        **fidelity_columns(info.fidelity),
+        **({TASK_METRIC + metric: value for metric, value in info.quality["test"].items()} if info.quality else {}),
         "parity_agreement": parity["agreement"] if parity else None,
         "parity_max_abs_diff_rel": parity["max_abs_diff_rel"] if parity else None,
         "parity_failed": (not parity["passed"]) if parity else None,
     }
+
+
+def fidelity_columns(fidelity: dict | None) -> dict:
+    """The least SNR and cosine over the outputs, and each output's SNR (against the recipe's source model)."""
+    if not fidelity:
+        return {}
+    outputs = fidelity["outputs"]
+    return {"fidelity_snr_db": min(found["snr_db"] for found in outputs.values()),
+            "fidelity_cosine": min(found["cosine"] for found in outputs.values()),
+            **{OUTPUT_SNR + name: found["snr_db"] for name, found in outputs.items()}}
 
 
 def emulated_text(emulated: Emulation | None) -> str | None:
@@ -186,7 +204,10 @@ def rows(deployables: list[dict], reference: str = REFERENCE, read: ReadSidecar 
             found = record_columns(load(BenchRecord, path, "bench record")) if path.is_file() \
                 else missing_record_columns(path)
             out.append({**base, "record": str(path), **found})
-    return compare_with_reference(pd.DataFrame(out).reindex(columns=list(COLUMNS)).astype(COLUMNS), reference)
+    frame = pd.DataFrame(out)
+    extra = sorted(column for column in frame.columns if column.startswith((TASK_METRIC, OUTPUT_SNR)))
+    columns = {**COLUMNS, **dict.fromkeys(extra, "float64")}
+    return compare_with_reference(frame.reindex(columns=list(columns)).astype(columns), reference)
 
 
 # Record flags that say its latency is not the device's own: an emulator's, or a software GPU driver's.
@@ -281,7 +302,7 @@ def step_deltas(table: pd.DataFrame, read: ReadSidecar = read_sidecar) -> pd.Dat
 def step_row(recipe: str, parent: Step | None, step: Step, read: ReadSidecar, timed: dict) -> dict:
     after = read(Path(step.artifact) / SIDECAR)
     row = {"recipe": recipe, "step": step.describe(), "format": after.format, "artifact": step.artifact,
-           "size_bytes": after.size.bytes, "accuracy": after.accuracy["test"]}
+           "size_bytes": after.size.bytes, "accuracy": after.accuracy["test"] if after.accuracy else None}
     if parent is None:
         return row
     before = read(Path(parent.artifact) / SIDECAR)
@@ -289,6 +310,7 @@ def step_row(recipe: str, parent: Step | None, step: Step, read: ReadSidecar, ti
     ratios = (child / parent_timed).dropna() if child is not None and parent_timed is not None else ()
     return {**row, "size_ratio": after.size.bytes / before.size.bytes,
             "gzip_ratio": after.size.gzip_bytes / before.size.gzip_bytes,
-            "accuracy_delta_pt": 100 * (after.accuracy["test"] - before.accuracy["test"]),
+            "accuracy_delta_pt": 100 * (after.accuracy["test"] - before.accuracy["test"])
+            if after.accuracy and before.accuracy else None,
             "latency_ratio": float(np.exp(np.log(ratios).mean())) if len(ratios) else None,
             "latency_settings": len(ratios)}

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from slimlab import formats, registry
+from slimlab import formats, registry, tasks
 from slimlab.artifacts import Artifact, read_sidecar
 from slimlab.errors import ArtifactError
 from slimlab.stages import mark_failed
@@ -42,7 +42,8 @@ def test_conversion_records_parity_and_its_own_accuracy(converted, tiny_artifact
     from slimlab.data import load_spec
 
     splits = load_spec(DIGITS)
-    predicted = np.argmax(fmt.predict(fmt.load(artifact.dir), splits.x_test), -1)
+    (logits,) = fmt.predict(fmt.load(artifact.dir), splits.x_test).values()
+    predicted = np.argmax(logits, -1)
     assert artifact.info.accuracy["test"] == pytest.approx(np.mean(predicted == splits.y_test))
     source_accuracy = tiny_artifacts[source].info.accuracy["test"]
     assert abs(artifact.info.accuracy["test"] - source_accuracy) <= 0.01
@@ -83,18 +84,20 @@ def test_parity_flags_a_conversion_that_changed_the_model(tiny_artifacts):
     x = load_spec(DIGITS).x_test
 
     def compare(model):  # against the source's logits, cached beside it when it was made
-        return parity.compare(source.test_logits, keras.predict(model, x), quantized=False, reference="keras")
+        return parity.compare(source.test_outputs, keras.predict(model, x), quantized=False, reference="keras",
+                              task=tasks.task(None))
 
     result = compare(wrong)
     assert not result["passed"] and result["agreement"] < 0.98
     same = compare(keras.load(source.dir))
-    assert same["passed"] and same["agreement"] == 1.0 and same["max_abs_diff"] == 0.0
+    assert same["passed"] and same["agreement"] == 1.0 and same["max_abs_diff_rel"] == 0.0
+    assert [found["snr_db"] for found in same["outputs"].values()] == [float("inf")]
 
 
 @pytest.mark.slow
 def test_ncnn_artifact_keeps_both_files_and_counts_real_weights(converted, tiny_artifacts):
     artifact = converted["convert.ncnn", "keras"]
-    assert sorted(artifact.info.files) == ["logits.test.npy", "model.ncnn.bin", "model.ncnn.param"]
+    assert sorted(artifact.info.files) == ["model.ncnn.bin", "model.ncnn.param", "outputs.test.npz"]
     assert [p.name for p in artifact.paths] == ["model.ncnn.param", "model.ncnn.bin"]
     assert artifact.info.params.count == tiny_artifacts["keras"].info.params.count
     (artifact.dir / "model.ncnn.bin").write_bytes(b"\0" * 16)
@@ -122,9 +125,9 @@ def test_non_square_rgb_input_is_not_transposed(stage):
     """20x28x3: an H/W swap or a missing NHWC->NCHW transpose changes the logits."""
     x = np.random.default_rng(0).random((32, 20, 28, 3), dtype=np.float32)
     model = _random_model((20, 28, 3))
-    source = SimpleNamespace(kind="keras", model=model, lineage=[], test_logits=formats.get("keras").predict(model, x))
+    source = SimpleNamespace(kind="keras", model=model, lineage=[], test_outputs=formats.get("keras").predict(model, x))
     recorded = {}
-    ctx = SimpleNamespace(splits=SimpleNamespace(x_test=x), record=recorded.update)
+    ctx = SimpleNamespace(splits=SimpleNamespace(x_test=x), record=recorded.update, task=tasks.task(None))
     found = registry.stages()[stage]
     found.run(source, found.params(), ctx)
     parity = recorded["parity"]
@@ -149,9 +152,9 @@ def test_zero_padding_before_convolutions_reaches_ncnn():
         layers.Dense(10),
     ])
     x = np.random.default_rng(1).random((32, 17, 19, 3), dtype=np.float32)
-    source = SimpleNamespace(kind="keras", model=model, lineage=[], test_logits=formats.get("keras").predict(model, x))
+    source = SimpleNamespace(kind="keras", model=model, lineage=[], test_outputs=formats.get("keras").predict(model, x))
     recorded = {}
-    ctx = SimpleNamespace(splits=SimpleNamespace(x_test=x), record=recorded.update)
+    ctx = SimpleNamespace(splits=SimpleNamespace(x_test=x), record=recorded.update, task=tasks.task(None))
     found = registry.stages()["convert.ncnn"]
     converted = found.run(source, found.params(), ctx)
     assert not re.search(rb"^Pad ", converted.param, re.M) and recorded["parity"]["max_abs_diff_rel"] <= 1e-3, recorded["parity"]
@@ -159,7 +162,8 @@ def test_zero_padding_before_convolutions_reaches_ncnn():
 
 def test_corrupt_model_gives_a_converter_error(tmp_path):
     garbage = SimpleNamespace(kind="onnx", model=b"this is not an onnx model", lineage=[])
-    ctx = SimpleNamespace(splits=SimpleNamespace(x_test=np.zeros((1, 8, 8, 1), np.float32)), record=dict)
+    ctx = SimpleNamespace(splits=SimpleNamespace(x_test=np.zeros((1, 8, 8, 1), np.float32)), record=dict,
+                          task=tasks.task(None))
     for stage in ("convert.mnn", "convert.ncnn"):
         found = registry.stages()[stage]
         with pytest.raises(ArtifactError, match=rf"^{stage}: "):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from slimlab import nightly
-from slimlab.artifacts import TEST_LOGITS, Artifact, sha256_file
+from slimlab.artifacts import TEST_OUTPUTS, Artifact, sha256_file
+from slimlab.atomic import npz_bytes
 from slimlab.errors import ArtifactError
 from slimlab.lab import verdict
 from slimlab.records import FileInfo, Sidecar, Size, Step
@@ -27,11 +28,12 @@ def ncnn_artifact(folder: Path, weights: bytes, accuracy: float, recipe: str) ->
     folder.mkdir(parents=True)
     (folder / "model.ncnn.param").write_bytes(PARAM)
     (folder / "model.ncnn.bin").write_bytes(weights)
-    np.save(folder / TEST_LOGITS, np.full((4, 10), accuracy, np.float32), allow_pickle=False)
-    paths = [folder / name for name in ("model.ncnn.param", "model.ncnn.bin", TEST_LOGITS)]
+    (folder / TEST_OUTPUTS).write_bytes(npz_bytes({"logits": np.full((4, 10), accuracy, np.float32)}))
+    paths = [folder / name for name in ("model.ncnn.param", "model.ncnn.bin", TEST_OUTPUTS)]
     Sidecar(format="ncnn", files={p.name: FileInfo(bytes=p.stat().st_size, sha256=sha256_file(p)) for p in paths},
             lineage=[Step(stage="train", params={"recipe": recipe}), Step(stage="convert.ncnn", params={})],
             dataset=DIGITS, input_shape=[1, 8, 8, 1], accuracy={"val": accuracy, "test": accuracy},
+            quality={"task": "classification", "val": {"accuracy": accuracy}, "test": {"accuracy": accuracy}},
             size=Size(bytes=len(PARAM) + len(weights), gzip_bytes=1)).save(folder / "artifact.json")
     return folder / "artifact.json"
 
@@ -62,6 +64,9 @@ def test_artifacts_that_share_their_main_file_get_baselines_of_their_own(two_rec
         # Tonight's unchanged artifact against its own baseline: nothing changed, so no regression.
         assert nightly.exact_changes(source, copy) == (verdict.OK, [])
     assert entries["a"]["sidecar"] != entries["b"]["sidecar"]
+    # b's accuracy against a's accepted one: the task says higher is better, so lower is a regression.
+    assert nightly.exact_changes(b, Artifact.load(entries["a"]["sidecar"])) == (
+        verdict.REGRESSION, ["val accuracy 0.9100 → 0.7200", "test accuracy 0.9100 → 0.7200"])
     for recipe, source in (("a", a), ("b", b)):
         digest = nightly.artifact_digest(source)
         assert entries[recipe]["digest"] == digest == Path(entries[recipe]["sidecar"]).parent.name

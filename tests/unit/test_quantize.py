@@ -56,7 +56,8 @@ def test_qat_gives_int8_io_and_keeps_accuracy(quantized, tiny_artifacts):
 def test_quantized_accuracy_is_measured_in_litert(quantized):
     splits = load_spec(DIGITS)
     for artifact in quantized.values():
-        predicted = np.argmax(formats.get("tflite").predict(artifact.model, splits.x_test), -1)
+        (logits,) = formats.get("tflite").predict(artifact.model, splits.x_test).values()
+        predicted = np.argmax(logits, -1)
         assert artifact.info.accuracy["test"] == pytest.approx(float(np.mean(predicted == splits.y_test)))
 
 

@@ -24,9 +24,9 @@ def sources(folder: str) -> list[Path]:
     return sorted((REPO / folder).rglob("*.py"))
 
 
-def test_the_hooks_are_the_seven_kinds():
+def test_the_hooks_are_the_eight_kinds():
     assert set(HOOKS) == {"register_stages", "register_formats", "register_datasets", "register_models",
-                          "register_transports", "register_runners", "register_energy_probes"}
+                          "register_transports", "register_runners", "register_energy_probes", "register_tasks"}
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -1,7 +1,7 @@
 """A third-party package adds one of every kind of plugin, and the workflow runs them end to end.
 
 The package (tests/data/slimlab_toy) is installed as a real distribution with ``slimlab``
-entry points, one per module. It brings a data set with params, an architecture, a format
+entry points, one per module. It brings a data set with params, an architecture, a task, a format
 with its converter, runtime options and its own device adapter, a stage, a transport that
 runs on this host without being named ``local``, a runner and an energy probe, each with
 its own settings. It imports nothing of slimlab but ``slimlab.api``, and each of its modules
@@ -79,6 +79,7 @@ def toy(tmp_path_factory) -> dict:
     (work / "devices.yaml").write_text(yaml.safe_dump(inventory))
     config = {
         "dataset": {"name": "blobs", "params": {"samples": 240}},
+        "task": {"name": "top2"},
         "model": "tiny_mlp",
         "recipes": {"mlp": [{"train": {"epochs": 30, "batch_size": 16}}, {"prune.threshold": {"threshold": 0.05}}]},
         "formats": ["npmlp"],
@@ -98,7 +99,7 @@ def test_every_kind_is_registered_from_the_package(toy):
     listed = {row["name"]: row for row in json.loads(done.stdout) if row["name"].startswith("toy_")}
     assert sorted(listed) == [f"toy_{name}" for name in PLUGINS]
     assert {row["version"] for row in listed.values()} == {"0.3.0"}
-    assert len({hook for row in listed.values() for hook in row["hooks"]}) == 7
+    assert len({hook for row in listed.values() for hook in row["hooks"]}) == 8
     formats = json.loads(slimlab("formats", env=toy["env"]).stdout)
     assert formats["npmlp"]["runtime_options"]["dtype"]["enum"] == ["float32", "float64"]
 
@@ -145,8 +146,10 @@ def test_the_workflow_runs_them_end_to_end(toy):
                                       " → convert.npmlp")
     # The meter reads a steady 2.5 W, busy or idle: net of the idle baseline, inference costs nothing.
     assert (table["avg_power_w"].round(6) == 2.5).all() and (table["energy_j_per_inference"].abs() < 1e-12).all()
-    # The host's accuracy and parity come from the package's own adapter (the format does not override predict).
-    assert not table["parity_failed"].any() and (table["accuracy"] > 0.5).all()
+    # The host's scores and parity come from the package's own adapter (the format does not override predict), and
+    # its task scores them; the adapter's one output is matched to the Keras model's by size.
+    assert not table["parity_failed"].any() and (table["task"] == "top2").all() and (table["test_top2"] > 0.8).all()
+    assert table["accuracy"].isna().all() and (table["fidelity_snr_db"] > 20).all()
     # A record keeps the settings the runner ran with: the quick runner's warm-up of 0, not the config's.
     warmups = {device: {json.loads(path.read_text())["settings"]["warmup"]
                         for path in (toy["work"] / "results/bench" / device).rglob("threads-1.json")}

@@ -201,7 +201,9 @@ def test_the_imported_keras3_model_computes_what_keras3_computes(npz_lab, summar
     assert [step["stage"] for step in sidecar["lineage"]] == ["import"]
     splits = data.load_spec({**sidecar["dataset"], "params": {"path": str(root / "data/digits.npz")}})
     want = npz_lab["keras3"].predict(splits.x_test, verbose=0)
-    np.testing.assert_allclose(np.load(imported / "logits.test.npy"), want, atol=1e-4, rtol=1e-4)
+    with np.load(imported / "outputs.test.npz") as stored:
+        (logits,) = (stored[name] for name in stored.files)
+    np.testing.assert_allclose(logits, want, atol=1e-4, rtol=1e-4)
     accuracy = float(np.mean(want.argmax(-1) == splits.y_test))
     assert sidecar["accuracy"]["test"] == pytest.approx(accuracy)
     assert (summary[summary["recipe"] == "k3"]["accuracy"] - accuracy).abs().max() < 0.02

@@ -26,19 +26,22 @@ class Adapter(Runtime):
     def invoke(self):
         self.interpreter.runSession(self.session)
 
-    def predict(self, sample):
+    def outputs(self, sample):
         shape = tuple(self.input.getShape())
         if sample.ndim == 3 and shape[1:] != sample.shape and shape[1:] == (sample.shape[2], *sample.shape[:2]):
             sample = sample.transpose(2, 0, 1)  # an NCHW graph input (ONNX models exported channel-first)
         x = self.np.ascontiguousarray(sample[None], self.np.float32)
         self.input.copyFrom(self.lib.Tensor(shape, self.lib.Halide_Type_Float, x, self.input.getDimensionType()))
         self.interpreter.runSession(self.session)
-        out = self.interpreter.getSessionOutput(self.session)
-        out_shape = out.getShape()
-        host = self.lib.Tensor(out_shape, self.lib.Halide_Type_Float, self.np.zeros(out_shape, self.np.float32),
+        return {name: self.host_copy(out) for name, out in self.interpreter.getSessionOutputAll(self.session).items()}
+
+    def host_copy(self, out):
+        """An output tensor as a float32 array without the batch axis, in the layout the model declares."""
+        shape = out.getShape()
+        host = self.lib.Tensor(shape, self.lib.Halide_Type_Float, self.np.zeros(shape, self.np.float32),
                                out.getDimensionType())
         out.copyToHostTensor(host)
-        return self.np.array(host.getData(), self.np.float32).reshape(-1)
+        return self.np.array(host.getData(), self.np.float32).reshape(shape)[0]
 
     def applied(self):
         # getSessionInfo returns a float, but MNN writes THREAD_NUMBER as an int into it: reinterpret the bits.

@@ -34,7 +34,7 @@ class Adapter(Runtime):
         param, weights = files
         if self.net.load_param(param) != 0 or self.net.load_model(weights) != 0:
             raise PayloadError(f"ncnn cannot load {param} with {weights}")
-        (self.input_name,), (self.output_name,) = self.net.input_names(), self.net.output_names()
+        (self.input_name,), self.output_names = self.net.input_names(), list(self.net.output_names())
 
     def vulkan_device(self) -> dict:
         """Put the net on ncnn's default GPU (a discrete one first); what it is. ncnn itself would run on the CPU."""
@@ -62,16 +62,18 @@ class Adapter(Runtime):
         # options, Vulkan included; extract() waits for the GPU and downloads the output.
         with self.net.create_extractor() as extractor:
             extractor.input(self.input_name, self.mat)
-            extractor.extract(self.output_name)
+            for name in self.output_names:
+                extractor.extract(name)
 
-    def predict(self, sample):
+    def outputs(self, sample):
         # pnnx graphs are channel-first: NHWC -> NCHW here, once.
         x = self.np.ascontiguousarray(sample.transpose(2, 0, 1) if sample.ndim == 3 else sample, self.np.float32)
         with self.net.create_extractor() as extractor:
             # A batch-of-one Mat, cloned, as pnnx's own <name>_ncnn.py does; ncnn.Mat(x) gave garbage.
             extractor.input(self.input_name, self.lib.Mat(x[None], batch_index=0).clone())
-            _, y = extractor.extract(self.output_name)
-            return self.np.array(y.numpy(batch_index=0)).reshape(-1)
+            # ncnn drops the batch axis and may fold others: the host matches outputs back by size and order.
+            return {name: self.np.array(extractor.extract(name)[1].numpy(batch_index=0), self.np.float32)
+                    for name in self.output_names}
 
     def applied(self):
         # Read back after loading: ncnn turns off what the GPU lacks (fp16 storage, say).

@@ -22,9 +22,10 @@ class Adapter(Runtime):
     def invoke(self):
         self.session.run(None, self.feeds)
 
-    def predict(self, sample):
+    def outputs(self, sample):
         feed = self.session.get_inputs()[0]
-        return self.session.run(None, {feed.name: sample[None].astype(self.np.float32)})[0][0]
+        found = self.session.run(None, {feed.name: sample[None].astype(self.np.float32)})
+        return {out.name: value[0] for out, value in zip(self.session.get_outputs(), found)}
 
     def applied(self):
         return {"num_threads": self.session_options.intra_op_num_threads,

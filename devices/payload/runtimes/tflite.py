@@ -42,7 +42,13 @@ class Adapter(Runtime):
         self.interpreter = self.lib.Interpreter(model_path=files[0], num_threads=threads,
                                                    experimental_op_resolver_type=kind)
         self.interpreter.allocate_tensors()
-        self.io = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        self.input = self.interpreter.get_input_details()[0]
+        # A signature names the outputs as the exporter did (a Keras model's output names); tensor names otherwise.
+        signatures = self.interpreter.get_signature_list()
+        named = self.interpreter.get_signature_runner().get_output_details() if len(signatures) == 1 else {}
+        by_index = {detail["index"]: name for name, detail in named.items()}
+        self.output_names = {out["index"]: by_index.get(out["index"], out["name"])
+                             for out in self.interpreter.get_output_details()}
 
     def feed(self, rng, input_shape):
         for detail in self.interpreter.get_input_details():
@@ -51,11 +57,12 @@ class Adapter(Runtime):
     def invoke(self):
         self.interpreter.invoke()
 
-    def predict(self, sample):
-        inp, out = self.io
-        self.interpreter.set_tensor(inp["index"], to_tensor_dtype(self.np, sample[None], inp))
+    def outputs(self, sample):
+        self.interpreter.set_tensor(self.input["index"], to_tensor_dtype(self.np, sample[None], self.input))
         self.interpreter.invoke()
-        return from_tensor_dtype(self.np, self.interpreter.get_tensor(out["index"])[0], out)
+        return {self.output_names[out["index"]]: from_tensor_dtype(self.np, self.interpreter.get_tensor(out["index"])[0],
+                                                                   out)
+                for out in self.interpreter.get_output_details()}
 
     def applied(self):
         return {"xnnpack": self.xnnpack}
