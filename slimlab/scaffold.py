@@ -14,8 +14,13 @@ CONFIG = """\
 # run it from the slimlab checkout with `snakemake --profile lab --directory {folder}`.
 # Every key: workflow/schemas/config.schema.yaml; every stage and its params: `slimlab stages`.
 
+task:
+  # What your model is for: classification (y: class indices), regression, detection, segmentation,
+  # or fidelity (no labels: y_key: null). `slimlab tasks` lists each task's metrics and params.
+  name: classification
+
 dataset:
-  # Your arrays: x (N, H, W, C) or (N, H, W), y whole numbers from 0. `slimlab datasets` lists
+  # Your arrays: x (N, H, W, C) or (N, H, W), y in the task's shape. `slimlab datasets` lists
   # the others, e.g. image_folder: {{path: data/train, size: [64, 64], color: rgb, test_path: data/test}}.
   name: npz
   params: {{path: data/train.npz, x_key: x, y_key: y}}   # add test_path: data/test.npz for your own test split

@@ -60,6 +60,10 @@ QUANTIZED_TFLITE = ("MNN 3.6.1 cannot convert quantized TFLite models; convert t
                     "weight_quant_bits, or keep this model in LiteRT")
 SPARSE_TFLITE = ("MNN 3.6.1 cannot read TFLite's sparse tensors (convert.tflite sparse: true); convert the dense "
                  "model instead")
+# The plan's reason for any integer model. quantize.onnx's QDQ graph crashes the converter (vector::_M_range_check)
+# after onnxruntime's pre-processing; without it, the MNN model fails to load its first convolution's shape.
+QUANTIZED = ("MNN 3.6.1 cannot convert quantized TFLite models, nor quantize.onnx's QuantizeLinear/DequantizeLinear "
+             "ONNX ones; convert the float model and use weight_quant_bits, or keep this model in LiteRT or ONNX Runtime")
 
 
 def convert_mnn(artifact, params: ConvertParams, ctx) -> bytes:
@@ -97,7 +101,7 @@ class MnnFormat(BytesFormat):
     Options = MnnOptions
     runtime_adapter = builtin_adapter("mnn")
     converter = Stage("convert.mnn", convert_mnn, ConvertParams, inputs=("keras", "tflite", "onnx"), output="mnn",
-                      refuses_traits={"integer": QUANTIZED_TFLITE, "sparse": SPARSE_TFLITE})
+                      refuses_traits={"integer": QUANTIZED, "sparse": SPARSE_TFLITE})
     predict_options = {"precision": "high"}
 
     def check(self, data: bytes) -> None:

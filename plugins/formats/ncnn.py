@@ -213,6 +213,14 @@ def convert_ncnn(artifact, params: ConvertParams, ctx) -> NcnnModel:
     return model
 
 
+# The plan's reason for an integer model (quantize.int8/dynamic's TFLite, quantize.onnx's ONNX). Seen with pnnx
+# 20261020: a QuantizeLinear/DequantizeLinear graph becomes pnnx.Expression layers, which ncnn cannot load.
+QUANTIZED = ("a quantized TFLite model (integer tensors, as quantize.int8 and quantize.dynamic make) or ONNX model "
+             "(quantize.onnx's QuantizeLinear/DequantizeLinear graph) is not converted: pnnx turns such a graph into "
+             "layers ncnn cannot load, and the ncnn wheel has no ncnn2int8; convert the float model, or keep this one "
+             "in LiteRT or ONNX Runtime")
+
+
 # The ncnn.Option fields slimlab sets; each is true or false, unset keeps ncnn's default.
 # use_vulkan_compute runs on the device's Vulkan GPU (the adapter refuses where there is none); the fp16 flags,
 # on by default, then mean fp16 storage and arithmetic on the GPU.
@@ -227,7 +235,7 @@ class NcnnFormat(Format):
     Options = NcnnOptions
     runtime_adapter = builtin_adapter("ncnn")
     converter = Stage("convert.ncnn", convert_ncnn, ConvertParams, inputs=("keras", "tflite", "onnx"), output="ncnn",
-                      refuses_traits=TFLITE_TO_ONNX_REFUSALS)
+                      refuses_traits={**TFLITE_TO_ONNX_REFUSALS, "integer": QUANTIZED})
 
     def save(self, model: NcnnModel, folder: Path) -> None:
         param, weights = self.paths(folder)

@@ -5,7 +5,7 @@ import html
 import pandas as pd
 
 import slimlab.report.plots as plots
-from slimlab.report.tables import SPEEDUP_BELOW_MACS, number_format
+from slimlab.report.tables import SPEEDUP_BELOW_MACS, number_format, with_quality
 
 STEP_CAPTION = ("Each step of each recipe against the artifact it took: size and gzip'd size ratios, the change in "
                 "test accuracy, and the latency ratio (the geometric mean over the devices, option sets and thread "
@@ -158,6 +158,6 @@ its speed-up over the fastest thread count with the <code>default</code> options
 <section id="all"><h2>Every measurement</h2>
 <p class="note">summary.csv and summary.parquet hold every column, including each step's params, the options the
 runtime reported, and the record each row comes from.</p>
-{html_table(table[MEASUREMENTS], "all-table")}</section>
+{html_table(table[with_quality(MEASUREMENTS, table)], "all-table")}</section>
 </body></html>
 """

@@ -60,6 +60,17 @@ COLUMNS = {
 # fidelity (``snr_db:<output>``), after the fixed ones.
 TASK_METRIC, OUTPUT_SNR = "test_", "snr_db:"
 
+
+
+def with_quality(columns: list[str], table: pd.DataFrame) -> list[str]:
+    """``columns`` with the task's metrics and the worst output's fidelity after ``accuracy``, where the table has
+    any value for them (a classifier's report keeps its shape)."""
+    quality = [column for column in ("fidelity_snr_db", *sorted(c for c in table if c.startswith(TASK_METRIC)))
+               if column in table and table[column].notna().any() and column not in columns]
+    at = columns.index("accuracy") + 1
+    return [*columns[:at], *quality, *columns[at:]]
+
+
 # What fastest.csv keeps for each recipe, format and device: the winning setting and what it buys.
 FASTEST_KEY = ["recipe", "format", "device"]
 FASTEST_COLUMNS = [*FASTEST_KEY, "option_set", "threads", "options", "latency_median_ms", "latency_cv",

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from slimlab.errors import ArtifactError, SlimlabError
-from slimlab.report.tables import number_format
+from slimlab.report.tables import number_format, with_quality
 
 SUMMARY = Path("results/report/summary.parquet")
 KEY = ["recipe", "format", "device", "option_set", "threads"]
@@ -66,7 +66,8 @@ def render(table: pd.DataFrame, title: str) -> Table:
 
 def show(summary: Path, filters: dict[str, list[str]], sort: str | None, descending: bool,
          columns: list[str] | None, console: Console | None = None) -> None:
-    table = select(read_summary(summary), filters, sort, descending, columns or COLUMNS)
+    found = read_summary(summary)
+    table = select(found, filters, sort, descending, columns or with_quality(COLUMNS, found))
     # Piped into a file or a pager, a row stays on one line where it can; a terminal gets its own width.
     console = console or Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
     shown = render(table, f"{summary}: {len(table)} rows")
