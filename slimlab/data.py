@@ -9,7 +9,8 @@ for classification, boxes, landmarks or masks for others. ``digest(params)``, wh
 hashes the data's content: it is part of the identity of everything trained or
 measured on it, so changed data reruns them. The config's ``dataset`` block
 names it, gives its params, and sets the split: ``{name, params, seed,
-val_fraction, test_fraction}``.
+val_fraction, test_fraction, calibration_fraction}``. A calibration split (0 by default:
+post-training quantization then calibrates on training images) is held out of training.
 
 The data is checked before any stage sees it: shapes, finite values, labels as the
 task reads them, and, for a task of class labels, every class in every split. Each
@@ -63,7 +64,7 @@ class Dataset:
         return validated(self.params, params, f"{where}: invalid params for data set {self.name!r}")
 
 
-SPLIT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+SPLIT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_calibration")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class Splits:
     # Where there are no class labels: the source model's outputs on train and val, made when first asked for
     # (``{"train": {name: array}, "val": {...}}``), which fine-tuning learns (self-distillation).
     targets: Callable[[], dict] | None = None
+    # Images held out of training for post-training quantization to calibrate on; None: it uses x_train.
+    x_calibration: np.ndarray | None = None
 
     @property
     def labelled(self) -> bool:
@@ -96,23 +99,26 @@ class Splits:
         return float(self.x_train.min()), float(self.x_train.max())
 
     def sizes(self) -> dict:
-        return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
+        found = {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
+        return found if self.x_calibration is None else {**found, "calibration": len(self.x_calibration)}
 
 
 def split(x: np.ndarray, y: np.ndarray | None, seed: int, val_fraction: float, test_fraction: float,
-          stratify: bool) -> Splits:
-    """Shuffle with ``seed`` and cut into train/val/test; with ``stratify`` (class labels) each class is cut alone,
-    so every split has every class."""
+          stratify: bool, calibration_fraction: float = 0.0) -> Splits:
+    """Shuffle with ``seed`` and cut into train/val/test (and calibration); with ``stratify`` (class labels) each
+    class is cut alone, so every split has every class."""
     rng = np.random.default_rng(seed)
-    parts = {"train": [], "val": [], "test": []}
+    parts = {"train": [], "val": [], "test": [], "calibration": []}
     groups = [np.flatnonzero(y == label) for label in np.unique(y)] if stratify else [np.arange(len(x))]
     for group in groups:
         idx = rng.permutation(group)
         n_test = round(len(idx) * test_fraction)
         n_val = round(len(idx) * val_fraction)
+        n_calibration = round(len(idx) * calibration_fraction)
         parts["test"].append(idx[:n_test])
         parts["val"].append(idx[n_test : n_test + n_val])
-        parts["train"].append(idx[n_test + n_val :])
+        parts["calibration"].append(idx[n_test + n_val : n_test + n_val + n_calibration])
+        parts["train"].append(idx[n_test + n_val + n_calibration :])
     picked = {name: rng.permutation(np.concatenate(chunks)) for name, chunks in parts.items()}
     labels = {name: None if y is None else y[index] for name, index in picked.items()}
     return Splits(
@@ -120,6 +126,7 @@ def split(x: np.ndarray, y: np.ndarray | None, seed: int, val_fraction: float, t
         x_val=x[picked["val"]], y_val=labels["val"],
         x_test=x[picked["test"]], y_test=labels["test"],
         num_classes=int(y.max()) + 1 if stratify else None,
+        x_calibration=x[picked["calibration"]] if calibration_fraction else None,
     )
 
 
@@ -174,22 +181,23 @@ def dataset(spec: dict) -> tuple[Dataset, DatasetParams]:
 
 
 def _load(name: str, params: DatasetParams, seed: int, val_fraction: float, test_fraction: float,
-          task_spec: dict | None) -> Splits:
+          calibration_fraction: float, task_spec: dict | None) -> Splits:
     loaded = registry.datasets()[name].load(params)
     stratify = tasks.task(task_spec)[0].stratify
     x, y = examples(*loaded[:2], f"data set {name!r}", task_spec)
     stratify = stratify and y is not None
     if len(loaded) == 2:
-        return check_classes(split(x, y, seed, val_fraction, test_fraction, stratify), name)
+        return check_classes(split(x, y, seed, val_fraction, test_fraction, stratify, calibration_fraction), name)
     x_test, y_test = examples(*loaded[2:], f"data set {name!r} (test split)", task_spec)
     if x_test.shape[1:] != x.shape[1:]:
         raise ConfigError(f"data set {name!r}: test images are {x_test.shape[1:]}, training images {x.shape[1:]}")
     if (y is None) != (y_test is None):
         raise ConfigError(f"data set {name!r}: labels for one split only; label both, or neither")
     # The data set's own test split stays as it is; validation comes out of the training part.
-    train = split(x, y, seed, val_fraction, 0.0, stratify)
+    train = split(x, y, seed, val_fraction, 0.0, stratify, calibration_fraction)
     both = Splits(train.x_train, train.y_train, train.x_val, train.y_val, x_test, y_test,
-                  num_classes=int(max(y.max(), y_test.max())) + 1 if stratify else None)
+                  num_classes=int(max(y.max(), y_test.max())) + 1 if stratify else None,
+                  x_calibration=train.x_calibration)
     return check_classes(both, name)
 
 
@@ -214,7 +222,7 @@ def load_spec(spec: dict) -> Splits:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # none yet, or damaged: make it again
         pass
     splits = _cached_load(found.name, params, spec["seed"], spec["val_fraction"], spec["test_fraction"],
-                          json.dumps(spec.get("task"), sort_keys=True))
+                          spec.get("calibration_fraction", 0.0), json.dumps(spec.get("task"), sort_keys=True))
     arrays = {field: getattr(splits, field) for field in SPLIT_ARRAYS if getattr(splits, field) is not None}
     try:
         with atomic_path(cached) as tmp:
@@ -226,6 +234,6 @@ def load_spec(spec: dict) -> Splits:
 
 @cache
 def _cached_load(name: str, params: DatasetParams, seed: int, val_fraction: float, test_fraction: float,
-                 task_json: str) -> Splits:
+                 calibration_fraction: float, task_json: str) -> Splits:
     """:func:`_load` once per process for one spec (the task as JSON: a dict is not hashable)."""
-    return _load(name, params, seed, val_fraction, test_fraction, json.loads(task_json))
+    return _load(name, params, seed, val_fraction, test_fraction, calibration_fraction, json.loads(task_json))

@@ -65,6 +65,7 @@ def dataset_segment(dataset: dict) -> str:
     """``mnist@seed=42+test=0.2+val=0.1``: a different split or data never reuses another's artifacts."""
     return segment(dataset["name"], {
         "seed": dataset["seed"], "val": dataset["val_fraction"], "test": dataset["test_fraction"],
+        **({"calibration": dataset["calibration_fraction"]} if dataset.get("calibration_fraction") else {}),
         **dataset.get("params", {}),
     })
 

@@ -25,7 +25,7 @@ from slimlab import hookimpl
 from slimlab.errors import ArtifactError, Unsupported
 from slimlab.formats import BytesFormat, RuntimeOptions, builtin_adapter
 from slimlab.kit import parity
-from slimlab.kit.export import has_integer_tensors, keras_to_onnx
+from slimlab.kit.export import has_integer_tensors, has_qdq, keras_to_onnx
 from slimlab.stages import Stage, StageParams
 
 MNN_CONVERT = "import sys, _tools; sys.exit(0 if _tools.mnnconvert(['mnnconvert', *sys.argv[1:]]) else 1)"
@@ -70,6 +70,8 @@ def convert_mnn(artifact, params: ConvertParams, ctx) -> bytes:
     """MNN model from TFLite or ONNX (fp16 / weight-quant options); parity is recorded."""
     if artifact.kind == "tflite" and has_integer_tensors(artifact.model):
         raise Unsupported(f"convert.mnn: {QUANTIZED_TFLITE}")
+    if artifact.kind == "onnx" and has_qdq(artifact.model):  # an imported one: the plan cannot know
+        raise Unsupported(f"convert.mnn: {QUANTIZED}")
     framework = "TFLITE" if artifact.kind == "tflite" else "ONNX"
     source = keras_to_onnx(artifact.model) if artifact.kind == "keras" else artifact.model
     with tempfile.TemporaryDirectory(prefix="slimlab-mnn-") as tmp:

@@ -28,7 +28,8 @@ from slimlab.atomic import write_bytes
 from slimlab.errors import ArtifactError, Unsupported
 from slimlab.formats import Format, RuntimeOptions, builtin_adapter
 from slimlab.kit import parity
-from slimlab.kit.export import TFLITE_TO_ONNX_REFUSALS, keras_to_onnx, tflite_to_onnx, tflite_to_onnx_refusal
+from slimlab.kit.export import (TFLITE_TO_ONNX_REFUSALS, has_qdq, keras_to_onnx, tflite_to_onnx,
+                                tflite_to_onnx_refusal)
 from slimlab.stages import Stage, StageParams
 
 # ncnn layer -> (weight-size key, bias key, bias-count key); weights are tagged blobs, biases raw float32
@@ -192,6 +193,8 @@ def convert_ncnn(artifact, params: ConvertParams, ctx) -> NcnnModel:
     """ncnn model through ONNX and pnnx (fp32 weights unless fp16_storage); parity is recorded."""
     if artifact.kind == "tflite" and (refusal := tflite_to_onnx_refusal(artifact.model)):
         raise Unsupported(f"convert.ncnn: {refusal}")
+    if artifact.kind == "onnx" and has_qdq(artifact.model):  # an imported one: the plan cannot know
+        raise Unsupported(f"convert.ncnn: {QUANTIZED}")
     if artifact.kind == "keras":
         onnx_bytes = keras_to_onnx(artifact.model)
     elif artifact.kind == "tflite":

@@ -61,12 +61,24 @@ class OnnxFormat(BytesFormat):
             first.type.tensor_type.elem_type)).name}
 
     def weights(self, model: bytes) -> list[np.ndarray]:
-        """Float initializers: the weights and biases (integer ones are shapes and axes)."""
+        """The weights and biases: float initializers, and a QDQ graph's integer ones as their DequantizeLinear
+        gives them ((q - zero point) x scale); its scales and zero points, shapes and axes are not weights."""
         import onnx
         from onnx import numpy_helper
 
-        arrays = (numpy_helper.to_array(t) for t in onnx.load_from_string(model).graph.initializer)
-        return [a.astype(np.float32) for a in arrays if np.issubdtype(a.dtype, np.floating)]
+        graph = onnx.load_from_string(model).graph
+        arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        dequantized, quantization = {}, set()
+        for node in graph.node:
+            if node.op_type == "DequantizeLinear" and node.input[0] in arrays:
+                scale, zero = arrays[node.input[1]], arrays[node.input[2]] if len(node.input) > 2 else 0
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+                values = arrays[node.input[0]].astype(np.float32)
+                shape = [-1 if i == axis % values.ndim else 1 for i in range(values.ndim)] if np.ndim(scale) else []
+                dequantized[node.input[0]] = (values - np.reshape(zero, shape)) * np.reshape(scale, shape)
+                quantization.update(node.input[1:])
+        return [*dequantized.values(), *(a.astype(np.float32) for name, a in arrays.items()
+                                         if np.issubdtype(a.dtype, np.floating) and name not in quantization)]
 
 
 @hookimpl

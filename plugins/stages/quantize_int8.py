@@ -1,6 +1,7 @@
 """quantize.int8: post-training full-integer quantisation (weights and activations in int8).
 
-A representative sample of training images calibrates the activation ranges.
+A representative sample of the calibration split's images (``dataset.calibration_fraction``;
+training images without one) calibrates the activation ranges.
 ``io: int8`` also makes the model's input and output int8, as MCUs and NPUs
 want; ``io: float`` keeps float I/O with (de)quantise ops at the edges.
 """

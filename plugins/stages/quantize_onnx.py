@@ -3,7 +3,8 @@
 ONNX Runtime's recipe: ``quant_pre_process`` (graph optimisation, e.g. BatchNorm folded into
 the convolutions, MatMul + Add fused into Gemm, and shape inference), then ``quantize_static``
 in the QDQ format: int8 weights (per output channel unless ``per_channel: false``) and
-activations calibrated (min/max) on a seeded sample of training images, each quantized tensor
+activations calibrated (min/max) on a seeded sample of images, as quantize.int8's (the data
+set's calibration split, else its training split), each quantized tensor
 wrapped in a QuantizeLinear/DequantizeLinear pair that ONNX Runtime fuses into int8 kernels.
 The model keeps its float NHWC input and outputs, under the same names.
 
@@ -33,13 +34,13 @@ QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", 
 
 
 class OnnxInt8Params(StageParams):
-    representative_samples: int = Field(200, ge=1, le=100_000, description="training images that calibrate the ranges")
+    representative_samples: int = Field(200, ge=1, le=100_000, description="images that calibrate the ranges")
     per_channel: bool = Field(True, description="a weight scale per output channel (else one per tensor)")
     activations: Literal["uint8", "int8"] = Field("uint8", description="type of the quantized activations")
 
 
 def quantize_onnx(artifact, params: OnnxInt8Params, ctx) -> bytes:
-    """Static int8 ONNX model (ONNX Runtime's quantizer, QDQ format) calibrated on training images."""
+    """Static int8 ONNX model (ONNX Runtime's quantizer, QDQ format) calibrated on a representative data set."""
     import tempfile
 
     import onnx
@@ -83,9 +84,9 @@ def quantize_onnx(artifact, params: OnnxInt8Params, ctx) -> bytes:
                             per_channel=params.per_channel, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QInt8 if params.activations == "int8" else QuantType.QUInt8)
         except Exception as exc:  # ONNX Runtime's quantizer has no error type of its own
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            message = "".join(f": {line}" for line in str(exc).strip().splitlines()[:1])
             raise Unsupported(f"quantize.onnx: ONNX Runtime {onnxruntime.__version__} cannot quantize this model: "
-                              f"{type(exc).__name__}: {message}") from exc
+                              f"{type(exc).__name__}{message}") from exc
         model = quantized.read_bytes()
 
     nodes = onnx.load_from_string(model).graph.node

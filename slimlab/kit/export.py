@@ -102,6 +102,14 @@ TFLITE_TO_ONNX_REFUSALS = {
 }
 
 
+def has_qdq(onnx_model: bytes) -> bool:
+    """Whether an ONNX model is quantized: QuantizeLinear/DequantizeLinear nodes (quantize.onnx's QDQ graph)."""
+    import onnx
+
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for node in onnx.load_from_string(onnx_model).graph.node)
+
+
 def tflite_to_onnx_refusal(tflite: bytes) -> str | None:
     """Why :func:`tflite_to_onnx` does not convert this TFLite model, in one line; None if it does."""
     details = _tensor_details(tflite)

@@ -111,12 +111,14 @@ def compile_and_fit(model, splits, *, epochs: int, batch_size: int, learning_rat
 
 
 def representative_samples(splits, count: int, seed: int):
-    """A seeded sample of training images for calibration, one batch of 1 at a time."""
+    """A seeded sample of the calibration split's images (the training split's, without one), one batch of 1 at a
+    time."""
+    images = splits.x_train if splits.x_calibration is None else splits.x_calibration
     rng = np.random.default_rng(seed)
-    picked = rng.choice(len(splits.x_train), size=min(count, len(splits.x_train)), replace=False)
+    picked = rng.choice(len(images), size=min(count, len(images)), replace=False)
 
     def generate():
         for i in picked:
-            yield [splits.x_train[i : i + 1]]
+            yield [images[i : i + 1]]
 
     return generate

@@ -22,8 +22,8 @@ ONNX = formats.get("onnx")
 def quantize(model: bytes, x_train, x_test=None, **params):
     """Run the stage on ONNX bytes with a fake context; returns (int8 bytes, what it recorded)."""
     recorded = {}
-    ctx = SimpleNamespace(splits=SimpleNamespace(x_train=x_train, x_test=x_test), record=recorded.update,
-                          task=tasks.task(None), seed=0)
+    splits = SimpleNamespace(x_train=x_train, x_test=x_test, x_calibration=None)
+    ctx = SimpleNamespace(splits=splits, record=recorded.update, task=tasks.task(None), seed=0)
     stage = registry.stages()["quantize.onnx"]
     return stage.run(SimpleNamespace(kind="onnx", model=model), stage.validate(params, "test"), ctx), recorded
 
@@ -49,7 +49,8 @@ def test_the_model_holds_qdq_nodes_and_int8_weights_and_keeps_its_inputs_and_out
     graph, before = onnx.load_from_string(two_head.int8).graph, onnx.load_from_string(two_head.model).graph
     ops = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
-    assert any(numpy_helper.to_array(t).dtype == np.int8 and t.dims and np.prod(t.dims) >= 16 for t in graph.initializer)
+    int8 = [t for t in graph.initializer if numpy_helper.to_array(t).dtype == np.int8 and np.prod(t.dims) >= 16]
+    assert int8  # the weights (zero points are scalars or one per channel)
     assert [i.name for i in graph.input] == [i.name for i in before.input]
     assert [o.name for o in graph.output] == [o.name for o in before.output]
     assert ONNX.input_spec(two_head.int8) == ONNX.input_spec(two_head.model) == {
@@ -153,10 +154,27 @@ def test_the_plan_refuses_ncnn_and_mnn_for_the_qdq_model_before_anything_runs():
     assert deployed["onnx"].artifact.endswith("/convert.onnx/quantize.onnx@per_channel=false")
     assert plan.traits[deployed["onnx"].artifact] == {"integer"}
     for fmt, reason in (("ncnn", "convert.ncnn: a quantized TFLite model (integer tensors, as quantize.int8 and "
-                                 "quantize.dynamic make) or ONNX model (quantize.onnx's QuantizeLinear/DequantizeLinear "
-                                 "graph) is not converted: pnnx"),
+                                 "quantize.dynamic make) or ONNX model (quantize.onnx's "
+                                 "QuantizeLinear/DequantizeLinear graph) is not converted: pnnx"),
                         ("mnn", "convert.mnn: MNN 3.6.1 cannot convert quantized TFLite models, nor quantize.onnx's "
                                 "QuantizeLinear/DequantizeLinear ONNX ones")):
         assert deployed[fmt].artifact is None and deployed[fmt].unsupported.startswith(reason), deployed[fmt]
         assert "\n" not in deployed[fmt].unsupported
     assert deployed["tflite"].unsupported.startswith("convert.tflite does not take a onnx model")
+
+
+def test_the_int8_models_weights_are_counted_as_its_dequantize_gives_them(two_head):
+    float_weights, int8_weights = ONNX.weights(two_head.model), ONNX.weights(two_head.int8)
+    # about as many (ONNX Runtime's pre-processing folds a few constants), not its scales and zero points too
+    assert abs(sum(w.size for w in int8_weights) - sum(w.size for w in float_weights)) <= 0.01 * sum(
+        w.size for w in float_weights)
+    largest = max(float_weights, key=lambda w: w.size)
+    closest = min((w for w in int8_weights if w.shape == largest.shape), key=lambda w: np.abs(w - largest).max())
+    assert np.abs(closest - largest).max() <= np.abs(largest).max() / 100  # within int8 steps of the float one
+
+
+@pytest.mark.parametrize("converter", ["convert.ncnn", "convert.mnn"])
+def test_an_imported_qdq_model_is_unsupported_where_the_plan_could_not_know(two_head, converter):
+    stage = registry.stages()[converter]
+    with pytest.raises(Unsupported, match=f"^{converter}: .*QuantizeLinear/DequantizeLinear"):
+        stage.run(SimpleNamespace(kind="onnx", model=two_head.int8, lineage=[]), stage.validate({}, "test"), None)
