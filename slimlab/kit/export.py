@@ -105,9 +105,13 @@ TFLITE_TO_ONNX_REFUSALS = {
 def has_qdq(onnx_model: bytes) -> bool:
     """Whether an ONNX model is quantized: QuantizeLinear/DequantizeLinear nodes (quantize.onnx's QDQ graph)."""
     import onnx
+    from google.protobuf.message import DecodeError
 
-    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear")
-               for node in onnx.load_from_string(onnx_model).graph.node)
+    try:
+        graph = onnx.load_from_string(onnx_model).graph
+    except DecodeError:  # not an ONNX model at all: the converter names that
+        return False
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
 
 
 def tflite_to_onnx_refusal(tflite: bytes) -> str | None:

@@ -22,7 +22,8 @@ def compare(expected: dict, actual: dict, quantized: bool, reference: str, task=
     outputs = {name: fidelity(np, expected[name], actual[name]) for name in expected}
     agreement = task[0].agreement(task[1], expected, actual) if task else {}
     verdict = judge(outputs, min(agreement.values()) if agreement else None, quantized)
-    return {"reference": reference, "outputs": outputs, "task_agreement": agreement, **verdict}
+    samples = len(next(iter(expected.values())))
+    return {"reference": reference, "samples": samples, "outputs": outputs, "task_agreement": agreement, **verdict}
 
 
 def record(ctx, source, fmt, model, reduced_precision: bool = False) -> None:
