@@ -183,9 +183,8 @@ def dataset(spec: dict) -> tuple[Dataset, DatasetParams]:
 def _load(name: str, params: DatasetParams, seed: int, val_fraction: float, test_fraction: float,
           calibration_fraction: float, task_spec: dict | None) -> Splits:
     loaded = registry.datasets()[name].load(params)
-    stratify = tasks.task(task_spec)[0].stratify
     x, y = examples(*loaded[:2], f"data set {name!r}", task_spec)
-    stratify = stratify and y is not None
+    stratify = y is not None and tasks.task(task_spec)[0].stratify  # class labels: every class in every split
     if len(loaded) == 2:
         return check_classes(split(x, y, seed, val_fraction, test_fraction, stratify, calibration_fraction), name)
     x_test, y_test = examples(*loaded[2:], f"data set {name!r} (test split)", task_spec)
