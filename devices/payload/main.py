@@ -81,7 +81,7 @@ def measure(args) -> dict:
         len(latencies) < args.runs or time.perf_counter() - began < args.min_seconds
     ):
         latencies.append(timed_invoke())
-    timed_s = time.perf_counter() - began
+    timed_ended = time.perf_counter()
     after = context.snapshot(sysfs)
     # After the timed runs, so that it never warms or disturbs them; still under the device's lock.
     evaluation = evaluate.evaluate(np, runtime, args.evaluate) if args.evaluate else None
@@ -96,8 +96,9 @@ def measure(args) -> dict:
         "first_inference_ms": first_ms,
         "warmup": args.warmup,
         "latencies_ms": latencies,
-        "timed_s": timed_s,
-        "sample_cap_reached": len(latencies) >= args.max_samples and timed_s < args.min_seconds,
+        "timed_s": timed_ended - began,
+        "timed_ended": timed_ended,
+        "sample_cap_reached": len(latencies) >= args.max_samples and timed_ended - began < args.min_seconds,
         "memory": {"peak_rss_kib": context.peak_rss_kib(), "rss_before_load_kib": rss_before,
                    "rss_after_load_kib": rss_loaded,
                    "load_growth_kib": None if None in (rss_before, rss_loaded) else rss_loaded - rss_before,
@@ -196,4 +197,7 @@ def main() -> None:
         result = compare(args) if args.baseline_model else measure(args)
     except (PayloadError, json.JSONDecodeError) as exc:
         parser().error(str(exc))
+    if "timed_ended" in result:
+        # The evaluation ran after the timed runs: the host's energy window ends this long before we return.
+        result["after_timed_s"] = time.perf_counter() - result.pop("timed_ended")
     print(RESULT_PREFIX + json.dumps(result), flush=True)

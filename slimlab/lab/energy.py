@@ -142,15 +142,18 @@ class Reading:
     values: dict[str, float]
 
 
-def timed_window(raw: dict) -> tuple[float, int]:
-    """Duration (s) and count of a runner's timed inferences, from its raw result.
+def timed_window(raw: dict) -> tuple[float, int, float]:
+    """The wall time (s) and count of a runner's timed inferences, and how long before it returned they ended.
 
-    The python runner returns every latency; native tools only a summary (``n``, ``mean_ms``).
+    The python payload says all three (it evaluates the model after timing it); native tools
+    give only a summary (``n``, ``mean_ms``) and exit when the timed runs end.
     """
+    if "timed_s" in raw:
+        return raw["timed_s"], len(raw["latencies_ms"]), raw.get("after_timed_s", 0.0)
     if raw.get("latencies_ms"):
-        return sum(raw["latencies_ms"]) / 1000, len(raw["latencies_ms"])
+        return sum(raw["latencies_ms"]) / 1000, len(raw["latencies_ms"]), 0.0
     summary = raw["summary"]
-    return summary["n"] * summary["mean_ms"] / 1000, summary["n"]
+    return summary["n"] * summary["mean_ms"] / 1000, summary["n"], 0.0
 
 
 def _read(probe: EnergyProbe) -> Reading:
@@ -217,10 +220,7 @@ def cumulative_joules(readings: list[Reading], probe: EnergyProbe) -> tuple[np.n
 
 def energy_result(probe: EnergyProbe, active: list[Reading], idle: list[Reading],
                   window_s: float, inferences: int, end_s: float) -> Energy:
-    """Net joules per inference over the ``window_s`` before ``end_s``, when the work returned.
-
-    The timed runs are the last thing a runner does, so they fill that window.
-    """
+    """Net joules per inference over the ``window_s`` before ``end_s``, when the timed runs ended."""
     times, joules = cumulative_joules(active, probe)
     start_s = end_s - window_s
     if start_s < times[0] or end_s > times[-1]:
@@ -260,7 +260,7 @@ def measure(probe: EnergyProbe, work: Callable[[], dict]) -> tuple[dict, Energy]
     finally:
         sampler.halt()
     active = sampler.readings()
-    window_s, inferences = timed_window(raw)
+    window_s, inferences, after_s = timed_window(raw)
     time.sleep(probe.settings.settle_s)
     idle = sample_for(probe, window_s, interval_s)
-    return raw, energy_result(probe, active, idle, window_s, inferences, end_s)
+    return raw, energy_result(probe, active, idle, window_s, inferences, end_s - after_s)

@@ -235,8 +235,26 @@ def test_a_sampled_probe_needs_several_samples_inside_the_window(tmp_path):
 
 
 def test_native_summaries_give_the_timed_window():
-    assert energy.timed_window({"latencies_ms": [2.0, 3.0]}) == (0.005, 2)
-    assert energy.timed_window({"latencies_ms": [], "summary": {"n": 50, "mean_ms": 20.0}}) == (1.0, 50)
+    assert energy.timed_window({"latencies_ms": [2.0, 3.0]}) == (0.005, 2, 0.0)
+    assert energy.timed_window({"latencies_ms": [], "summary": {"n": 50, "mean_ms": 20.0}}) == (1.0, 50, 0.0)
+    payload = {"latencies_ms": [2.0, 3.0], "timed_s": 0.006, "after_timed_s": 0.4}
+    assert energy.timed_window(payload) == (0.006, 2, 0.4)
+
+
+def test_the_window_ends_where_the_timed_runs_ended_not_when_the_payload_returned(tmp_path):
+    """The payload evaluates the model after timing it: that idle tail is not the timed runs' energy."""
+    with PowerModel(rapl_tree(tmp_path / "sysfs"), IDLE_W, BUSY_W) as model:
+        probe = probe_for(RaplProbe, tmp_path)
+        timed = model.workload(SECONDS, INFERENCES)
+
+        def timed_then_evaluated():
+            raw = timed()
+            time.sleep(0.5)  # the evaluation, at idle power
+            return {**raw, "timed_s": SECONDS, "after_timed_s": 0.5}
+
+        _, result = energy.measure(probe, timed_then_evaluated)
+    expected = expected_joules_per_inference(model, 0.8, SECONDS, INFERENCES)
+    assert result.joules_per_inference == pytest.approx(expected, rel=TOLERANCE[energy.COUNTER])
 
 
 def test_inventory_schema_requires_the_battery_calibration(tmp_path):
