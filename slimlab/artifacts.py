@@ -168,13 +168,16 @@ def task_scores(task, splits, outputs: dict) -> dict | None:
     """The task's metrics on the validation and test splits; None for unlabelled data."""
     if not splits.labelled:
         return None
+    return {"task": task[0].name, "val": task_metrics(task, outputs["val"], splits.y_val),
+            "test": task_metrics(task, outputs["test"], splits.y_test)}
+
+
+def task_metrics(task, outputs: dict, labels) -> dict[str, float]:
+    """The task's metrics of one split's outputs (by the source model's names) against its labels."""
     found, params = task
-    names = found.reads(params, output_specs(outputs["test"]))
-    scores = {"task": found.name}
-    for split, labels in (("val", splits.y_val), ("test", splits.y_test)):
-        scores[split] = {metric: float(value) for metric, value in
-                         found.metrics(params, {name: outputs[split][name] for name in names}, labels).items()}
-    return scores
+    names = found.reads(params, output_specs(outputs))
+    return {metric: float(value) for metric, value in
+            found.metrics(params, {name: outputs[name] for name in names}, labels).items()}
 
 
 def source_outputs(lineage: list[Step]) -> dict | None:

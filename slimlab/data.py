@@ -84,6 +84,8 @@ class Splits:
     targets: Callable[[], dict] | None = None
     # Images held out of training for post-training quantization to calibrate on; None: it uses x_train.
     x_calibration: np.ndarray | None = None
+    # The recipe's quality budget, for a step that fine-tunes (slimlab.budget.FitBudget); None: fit the set epochs.
+    budget: object | None = None
 
     @property
     def labelled(self) -> bool:

@@ -6,6 +6,7 @@ common prefix therefore name the same files, and Snakemake builds them once;
 changing one param renames only that step and what follows it.
 """
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pydantic_core import to_jsonable_python
 
-from slimlab import data, identity, registry, tasks
+from slimlab import budget, data, identity, registry, tasks
 from slimlab.errors import ConfigError, PluginError
 
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._=,@+-]{1,96}$")
@@ -25,6 +26,8 @@ class Deployable:
     format: str
     artifact: str | None  # path under results/artifacts; None when no converter takes the recipe's output
     unsupported: str | None = None
+    budget: dict | None = None  # the recipe's quality budget (slimlab.budget)
+    source: str | None = None  # with a budget: the recipe's source model in this format (else the source itself)
 
 
 @dataclass
@@ -115,10 +118,14 @@ def build_plan(config: dict) -> Plan:
             registry.lookup(registry.formats(), fmt, "format")
     except PluginError as exc:
         raise ConfigError(f"formats: {exc}") from None
+    unknown = sorted(set(config.get("recipe_budgets", {})) - set(config["recipes"]))
+    if unknown:
+        raise ConfigError(f"recipe_budgets: no recipe {unknown[0]!r}; the recipes are {', '.join(config['recipes'])}")
     plan = Plan()
     dataset = dataset_spec(config)
     for recipe, raw_steps in config["recipes"].items():
         path, kind, paths = dataset_segment(config["dataset"]), None, []
+        limit = budget.for_recipe(config, recipe)
         for index, raw in enumerate(raw_steps):
             where = f"recipes.{recipe}[{index}]"
             name, params = parse_step(raw, where)
@@ -131,12 +138,17 @@ def build_plan(config: dict) -> Plan:
             if index > 0 and kind not in stage.inputs:
                 takes = ", ".join(stage.inputs) or "nothing (it starts a recipe)"
                 raise ConfigError(f"{where}: stage {name!r} takes {takes}; the step before it produces {kind}")
-            path = _add_step(plan, path, stage, params, config, dataset, where)
+            path = _add_step(plan, path, stage, params, config, dataset, where, limit if stage.fine_tunes else None)
             kind = plan.steps[path]["output"]
             paths.append(path)
         plan.recipes[recipe] = paths
         for fmt in config["formats"]:
-            plan.deployables.append(_deployable(plan, recipe, path, kind, fmt, config, dataset, stages))
+            found = _deployable(plan, recipe, path, kind, fmt, config, dataset, stages)
+            if limit is not None:
+                origin = _deployable(plan, recipe, paths[0], plan.steps[paths[0]]["output"], fmt, config, dataset,
+                                     stages)
+                found = dataclasses.replace(found, budget=limit, source=origin.artifact or paths[0])
+            plan.deployables.append(found)
     return plan
 
 
@@ -159,7 +171,8 @@ def _deployable(plan: Plan, recipe: str, path: str, kind: str, fmt: str, config:
     return Deployable(recipe, fmt, _add_step(plan, path, stage, {}, config, dataset, f"stage_defaults.{stage.name}"))
 
 
-def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, dataset: dict, where: str) -> str:
+def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, dataset: dict, where: str,
+              limit: dict | None = None) -> str:
     validated = stage.validate(resolve_params(stage.name, params, config), where)
     resolved = validated.model_dump(mode="json")
     defaults = {
@@ -168,11 +181,13 @@ def _add_step(plan: Plan, parent: str, stage, params: dict, config: dict, datase
         if not field.is_required()
     }
     changed = {k: v for k, v in resolved.items() if k not in defaults or defaults[k] != v}
-    path = f"{parent}/{segment(stage.name, changed)}"
+    named = {**changed, "budget": budget.segment_value(limit)} if limit else changed
+    path = f"{parent}/{segment(stage.name, named)}"
     plan.traits[path] = frozenset(stage.traits(validated))
     plan.steps[path] = {"stage": stage.name, "params": resolved, "changed": changed, "dataset": dataset,
                         "output": stage.output_for(validated),
-                        "code": identity.fingerprint(stage.run, *stage.uses(validated))}
+                        "code": identity.fingerprint(stage.run, *stage.uses(validated)),
+                        **({"budget": limit} if limit else {})}
     if stage.reads is not None:
         try:
             plan.steps[path]["content"] = stage.reads(validated)

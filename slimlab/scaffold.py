@@ -31,6 +31,12 @@ dataset:
 stage_defaults:           # params for every step of a stage; a recipe's own params win
   prune.magnitude: {{epochs: 2}}
 
+# How much a compressed model may lose against the imported one (accuracy: 0.01 is one point).
+# Fine-tuning goes on past a step's epochs until it is back within the budget (up to max_epochs);
+# a model still outside is `budget_missed` in the report and named at the end of the run.
+# recipe_budgets: {{recipe: {{...}}}} gives a recipe its own (null: none).
+budget: {{max_drop: 0.01, max_epochs: 30}}   # metric: the task's headline (accuracy), or name one
+
 recipes:
   # `import` starts from your trained model: Keras 3 or tf_keras .keras/.h5, a SavedModel
   # folder, .tflite or .onnx. input_range: the values the model expects (checked against the data).

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import pydantic
 
-from slimlab import artifacts, data, job, registry, tasks
+from slimlab import artifacts, budget, data, job, registry, tasks
 from slimlab.errors import ConfigError, Unsupported, validated
 from slimlab.records import Sidecar, Step
 
@@ -33,7 +33,8 @@ class StageContext:
     unlabelled data); ``task``: the config's task and its params (a (:class:`slimlab.tasks.Task`, params) pair);
     ``seed``: the seed to draw
     anything random from; ``workdir``: the new artifact's folder (extra files may go there, e.g. a CSV the sidecar's
-    metrics name); ``record(**numbers)``: adds JSON-serialisable numbers to the new sidecar's ``metrics``.
+    metrics name); ``record(**numbers)``: adds JSON-serialisable numbers to the new sidecar's ``metrics``;
+    ``unchanged(reason)``: says the step left the model as it was (the report notes why).
     """
 
     splits: data.Splits
@@ -45,6 +46,10 @@ class StageContext:
     def record(self, **metrics: Any) -> None:
         """Add stage-specific numbers to the output sidecar's ``metrics``."""
         self.metrics.update(metrics)
+
+    def unchanged(self, reason: str) -> None:
+        """Say that this step left the model as it was, and why: the report notes it on every model made from it."""
+        self.metrics["unchanged"] = reason
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ class Stage:
     files it reads (``import``: the model file). Either changing reruns the step.
     ``check(params, splits, task)``, optional, checks a step against the data and the task before anything runs
     (``slimlab validate``; ``import``: the model's inputs and outputs), raising ConfigError lines.
+    ``fine_tunes``: True if ``run`` fits with :func:`slimlab.kit.training.compile_and_fit` on ``ctx.splits``; the
+    recipe's quality budget (:mod:`slimlab.budget`) then reaches that fit, which may go on past the step's epochs,
+    and is part of the step's identity.
     ``traits(params)`` says what its output is beyond its format (``{"integer"}``: a quantized TFLite model,
     ``{"sparse"}``); a converter's ``refuses_traits`` maps a trait it cannot take to the one-line reason, and the
     plan reports such a pair as unsupported before anything runs.
@@ -86,6 +94,7 @@ class Stage:
     traits: Callable[[StageParams], frozenset] = lambda params: frozenset()
     refuses_traits: dict = field(default_factory=dict)
     check: Callable[[StageParams, data.Splits, tuple], None] | None = None
+    fine_tunes: bool = False
 
     def output_for(self, params: StageParams) -> str:
         return self.output(params) if callable(self.output) else self.output
@@ -126,10 +135,13 @@ def run_step(step: dict, input_sidecar: Path | None, output_sidecar: Path) -> ar
         if source.kind not in stage.inputs:
             raise ConfigError(f"stage {stage.name!r} takes {', '.join(stage.inputs)}, but {input_sidecar} is {source.kind}")
     splits = data.load_spec(dataset)
+    task = tasks.task(dataset.get("task"))
     if source is not None and splits.num_classes is None:  # fine-tuning learns the input model's outputs
         splits = dataclasses.replace(splits, targets=cache(partial(source_targets, source, splits)))
-    ctx = StageContext(splits=splits, seed=dataset["seed"], workdir=output_sidecar.parent,
-                       task=tasks.task(dataset.get("task")))
+    if step.get("budget") and stage.fine_tunes:
+        origin = artifacts.Artifact.load(Path(lineage[0].artifact) / artifacts.SIDECAR)
+        splits = dataclasses.replace(splits, budget=budget.for_step(step["budget"], origin, splits, task))
+    ctx = StageContext(splits=splits, seed=dataset["seed"], workdir=output_sidecar.parent, task=task)
     began = time.time()
     try:
         model = stage.run(source, params, ctx)

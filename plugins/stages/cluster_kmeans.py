@@ -54,4 +54,4 @@ def cluster_kmeans(artifact, params: ClusterParams, ctx):
 
 @hookimpl
 def register_stages(register):
-    register(Stage("cluster.kmeans", cluster_kmeans, ClusterParams, inputs=("keras",), output="keras"))
+    register(Stage("cluster.kmeans", cluster_kmeans, ClusterParams, inputs=("keras",), output="keras", fine_tunes=True))

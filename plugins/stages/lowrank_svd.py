@@ -138,6 +138,9 @@ def lowrank_svd(artifact, params: LowRankParams, ctx):
         else:
             limit = m * n / (m + n)
             report[name]["skipped"] = f"K={k} is not below MN/(M+N)={limit:.1f}: the two factors would not be smaller"
+    if not ranks:
+        ctx.unchanged("no layer where rank < MN/(M+N) at this energy or rank" if chosen
+                      else "no Dense or 1x1 Conv2D layer to factorise besides the logits")
     factorised = factorise(model, ranks)
     history = {}
     if ranks and params.epochs:
@@ -149,4 +152,4 @@ def lowrank_svd(artifact, params: LowRankParams, ctx):
 
 @hookimpl
 def register_stages(register):
-    register(Stage("lowrank.svd", lowrank_svd, LowRankParams, inputs=("keras",), output="keras"))
+    register(Stage("lowrank.svd", lowrank_svd, LowRankParams, inputs=("keras",), output="keras", fine_tunes=True))

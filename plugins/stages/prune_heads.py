@@ -167,4 +167,4 @@ def prune_heads(artifact, params: HeadsParams, ctx):
 
 @hookimpl
 def register_stages(register):
-    register(Stage("prune.heads", prune_heads, HeadsParams, inputs=("keras",), output="keras"))
+    register(Stage("prune.heads", prune_heads, HeadsParams, inputs=("keras",), output="keras", fine_tunes=True))

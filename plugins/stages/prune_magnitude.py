@@ -22,7 +22,9 @@ class MagnitudeParams(PruneParams):
     @classmethod
     def _fits_schedule(cls, value, info: ValidationInfo):
         if info.data.get("schedule") == "constant":
-            raise ValueError("only the polynomial schedule uses it")
+            if value:  # the default, 0, is what a resolved step passes back in
+                raise ValueError("only the polynomial schedule uses it")
+            return value
         if value >= info.data.get("sparsity", 1):
             raise ValueError(f"must be below sparsity ({info.data['sparsity']})")
         return value
@@ -65,4 +67,4 @@ def prune_magnitude(artifact, params: MagnitudeParams, ctx):
 
 @hookimpl
 def register_stages(register):
-    register(Stage("prune.magnitude", prune_magnitude, MagnitudeParams, inputs=("keras",), output="keras"))
+    register(Stage("prune.magnitude", prune_magnitude, MagnitudeParams, inputs=("keras",), output="keras", fine_tunes=True))

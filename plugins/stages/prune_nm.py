@@ -46,4 +46,4 @@ def prune_nm(artifact, params: NMParams, ctx):
 
 @hookimpl
 def register_stages(register):
-    register(Stage("prune.nm", prune_nm, NMParams, inputs=("keras",), output="keras"))
+    register(Stage("prune.nm", prune_nm, NMParams, inputs=("keras",), output="keras", fine_tunes=True))

@@ -130,4 +130,4 @@ def prune_structured(artifact, params: StructuredParams, ctx):
 
 @hookimpl
 def register_stages(register):
-    register(Stage(STAGE, prune_structured, StructuredParams, inputs=("keras",), output="keras"))
+    register(Stage(STAGE, prune_structured, StructuredParams, inputs=("keras",), output="keras", fine_tunes=True))

@@ -43,4 +43,5 @@ def quantize_qat(artifact, params: QatParams, ctx) -> bytes:
 
 @hookimpl
 def register_stages(register):
-    register(Stage("quantize.qat", quantize_qat, QatParams, inputs=("keras",), output="tflite", traits=lambda params: {"integer"}))
+    register(Stage("quantize.qat", quantize_qat, QatParams, inputs=("keras",), output="tflite", traits=lambda params: {"integer"},
+                   fine_tunes=True))

@@ -90,7 +90,9 @@ def compile_and_fit(model, splits, *, epochs: int, batch_size: int, learning_rat
     """Train on the train split with seeded shuffling, then refresh the BatchNormalization statistics
     (:func:`slimlab.kit.batchnorm.refresh`); return per-epoch history for the sidecar, with ``batchnorm``: what the
     refresh did, where the model has BatchNormalization layers. Without class labels, the model learns its source
-    model's outputs (:func:`fit_targets`)."""
+    model's outputs (:func:`fit_targets`). With the recipe's quality budget (``splits.budget``, for a stage that
+    ``fine_tunes``), fine-tuning goes on past ``epochs`` while validation is outside it (``budget``: what happened;
+    :mod:`slimlab.budget`)."""
     k = keras()
     k.utils.set_random_seed(seed)
     train, val = fit_targets(model, splits)
@@ -100,14 +102,21 @@ def compile_and_fit(model, splits, *, epochs: int, batch_size: int, learning_rat
         loss=k.losses.SparseCategoricalCrossentropy(from_logits=True) if labelled else k.losses.MeanSquaredError(),
         metrics=["accuracy"] if labelled else [],
     )
-    history = model.fit(
-        splits.x_train, train,
-        validation_data=(splits.x_val, val),
-        epochs=epochs, batch_size=batch_size, callbacks=list(callbacks), verbose=0,
-    )
-    found = {name: [round(float(v), 5) for v in values] for name, values in history.history.items()}
-    refreshed = batchnorm.refresh(model, splits, val)
-    return {**found, "batchnorm": refreshed} if refreshed else found
+    found: dict = {}
+
+    def fit(first: int, last: int) -> None:
+        history = model.fit(splits.x_train, train, validation_data=(splits.x_val, val), initial_epoch=first,
+                            epochs=last, batch_size=batch_size, callbacks=list(callbacks), verbose=0)
+        for name, values in history.history.items():
+            found.setdefault(name, []).extend(round(float(v), 5) for v in values)
+        refreshed = batchnorm.refresh(model, splits, val)
+        if refreshed:  # the last refresh's account
+            found["batchnorm"] = refreshed
+
+    fit(0, epochs)
+    if splits.budget is not None:
+        found["budget"] = splits.budget.fit(model, epochs, lambda epoch: fit(epoch, epoch + 1))
+    return found
 
 
 def representative_samples(splits, count: int, seed: int):

@@ -12,11 +12,11 @@ import pandas as pd
 
 from slimlab.artifacts import read_sidecar
 from slimlab.atomic import atomic_path, write_bytes
-from slimlab.report.tables import (FASTEST_COLUMNS, FASTEST_KEY, NOT_DEVICE_FIGURE, REFERENCE, failed_steps, fastest,
-                                   read_deployables, read_plan, rows, step_deltas)
+from slimlab.report.tables import (FASTEST_COLUMNS, FASTEST_KEY, NOT_DEVICE_FIGURE, REFERENCE, budgets_missed,
+                                   failed_steps, fastest, read_deployables, read_plan, rows, step_deltas)
 
-__all__ = ["FASTEST_COLUMNS", "FASTEST_KEY", "NOT_DEVICE_FIGURE", "REFERENCE", "failed_steps", "fastest",
-           "read_deployables", "read_plan", "rows", "write"]
+__all__ = ["FASTEST_COLUMNS", "FASTEST_KEY", "NOT_DEVICE_FIGURE", "REFERENCE", "budgets_missed", "failed_steps",
+           "fastest", "read_deployables", "read_plan", "rows", "write"]
 
 
 def write(deployables: list[dict], outdir: Path, reference: str = REFERENCE) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from slimlab import budget
 from slimlab.artifacts import SIDECAR, read_sidecar
 from slimlab.errors import ArtifactError
 from slimlab.option_sets import DEFAULT
@@ -42,6 +43,8 @@ COLUMNS = {
     "size_bytes": "float64", "gzip_bytes": "float64", "params": "float64", "nonzero_params": "float64",
     "zero_fraction": "float64", "macs": "float64",
     "accuracy": "float64", "accuracy_val": "float64", "task": "str",
+    "budget_metric": "str", "budget_source": "float64", "budget_value": "float64", "budget_drop": "float64",
+    "budget_max_drop": "float64", "notes": "str",
     "fidelity_snr_db": "float64", "fidelity_cosine": "float64", "parity_agreement": "float64",
     "parity_max_abs_diff_rel": "float64", "parity_failed": "object",
     "device_accuracy": "float64", "device_agreement": "float64", "device_max_abs_diff_rel": "float64",
@@ -131,6 +134,13 @@ def artifact_columns(info: Sidecar, folder: str) -> dict:
     }
 
 
+def unchanged_steps(info: Sidecar, read: ReadSidecar) -> str | None:
+    """Which steps of the lineage left their model as it was, and why (``StageContext.unchanged``)."""
+    notes = [f"{step.stage} changed nothing: {reason}" for step in info.lineage
+             if (reason := read(Path(step.artifact) / SIDECAR).metrics.get("unchanged"))]
+    return "; ".join(notes) or None
+
+
 def fidelity_columns(fidelity: dict | None) -> dict:
     """The least SNR and cosine over the outputs, and each output's SNR (against the recipe's source model)."""
     if not fidelity:
@@ -208,12 +218,19 @@ def rows(deployables: list[dict], reference: str = REFERENCE, read: ReadSidecar 
             status = "unsupported" if info.status == "unsupported" else failure_status(info)
             out.append({**base, "steps": info.steps, "status": status, "error": info.error})
             continue
-        base.update(artifact_columns(info, str(Path(item["sidecar"]).parent)))
+        base.update(artifact_columns(info, str(Path(item["sidecar"]).parent)), notes=unchanged_steps(info, read))
+        missed = False
+        if item.get("budget"):
+            judged = budget.verdict(item["budget"], info, read(item["budget_source"]))
+            missed = judged.pop("missed")
+            base.update(judged, status=BUDGET_MISSED if missed else "ok")
         if not item.get("records"):
             out.append(base)
         for path in map(Path, item.get("records", [])):
             found = record_columns(load(BenchRecord, path, "bench record")) if path.is_file() \
                 else missing_record_columns(path)
+            if missed and found["status"] == "ok":
+                found["status"] = BUDGET_MISSED
             out.append({**base, "record": str(path), **found})
     frame = pd.DataFrame(out)
     extra = sorted(column for column in frame.columns if column.startswith((TASK_METRIC, OUTPUT_SNR)))
@@ -221,6 +238,8 @@ def rows(deployables: list[dict], reference: str = REFERENCE, read: ReadSidecar 
     return compare_with_reference(frame.reindex(columns=list(columns)).astype(columns), reference)
 
 
+# A measured model outside its recipe's quality budget: it keeps its figures, but is never offered as fastest.
+BUDGET_MISSED = "budget_missed"
 # Record flags that say its latency is not the device's own: an emulator's, or a software GPU driver's.
 NOT_DEVICE_FIGURE = {"emulated", "software_gpu"}
 
@@ -236,7 +255,8 @@ def not_device_figure(table: pd.DataFrame) -> pd.Series:
 def device_figures(table: pd.DataFrame) -> pd.DataFrame:
     """The rows whose latency is a device's: measured, and neither on an emulator nor on a software GPU (those rows
     keep their latency columns, but never enter a speed-up, fastest.csv, a plot or a Pareto front)."""
-    return table[(table["status"] == "ok") & ~not_device_figure(table)].dropna(subset=["latency_median_ms"])
+    measured = table["status"].isin(["ok", BUDGET_MISSED])
+    return table[measured & ~not_device_figure(table)].dropna(subset=["latency_median_ms"])
 
 
 def compare_with_reference(table: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -261,6 +281,15 @@ def failed_steps(summary: Path) -> list[str]:
     return [f"{row.recipe}: {row.steps}: {row.error}" for row in failed.itertuples()]
 
 
+def budgets_missed(summary: Path) -> list[str]:
+    """One line per recipe and format outside its quality budget, with both numbers."""
+    table = pd.read_parquet(summary)
+    if "status" not in table:
+        return []
+    missed = table[table["status"] == BUDGET_MISSED].drop_duplicates(["recipe", "format"])
+    return [f"{row.recipe} ({row.format}): {row.error}" for row in missed.itertuples()]
+
+
 def fastest(table: pd.DataFrame) -> pd.DataFrame:
     """Per recipe, format and device, the thread count and option set with the lowest median latency.
 
@@ -269,6 +298,7 @@ def fastest(table: pd.DataFrame) -> pd.DataFrame:
     if "latency_median_ms" not in table:  # nothing was measured
         return pd.DataFrame(columns=FASTEST_COLUMNS)
     measured = device_figures(table)
+    measured = measured[measured["status"] != BUDGET_MISSED]
     best = measured.loc[measured.groupby(FASTEST_KEY)["latency_median_ms"].idxmin()]
     default = measured[measured["option_set"] == DEFAULT].groupby(FASTEST_KEY)["latency_median_ms"].min()
     best = best.join(default.rename("default_median_ms"), on=FASTEST_KEY)

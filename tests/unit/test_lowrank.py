@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from slimlab import registry
+from slimlab.artifacts import read_sidecar
 from slimlab.errors import ConfigError
+from slimlab.report.tables import unchanged_steps
 from slimlab.stages import run_step
 from tests.support import DIGITS
 
@@ -81,6 +83,13 @@ def test_a_layer_that_would_not_shrink_is_skipped_with_the_reason(tiny_artifacts
     assert "MN/(M+N)=21.3" in record["fc1"]["skipped"]
     assert "skipped" in record["logits"]  # 32 → 10 at K = 10
     assert out.info.params.count == tiny_artifacts["keras"].info.params.count
+    # The step says it changed nothing, and why: the report notes it on every model made from it.
+    assert out.info.metrics["unchanged"] == "no layer where rank < MN/(M+N) at this energy or rank"
+    assert unchanged_steps(out.info, read_sidecar) == f"lowrank.svd changed nothing: {out.info.metrics['unchanged']}"
+
+
+def test_a_step_that_factorised_something_says_nothing_of_the_kind(tiny_artifacts, tmp_path):
+    assert "unchanged" not in lowrank(tiny_artifacts, tmp_path, rank=4, epochs=0).info.metrics
 
 
 def test_params_are_validated():

@@ -91,6 +91,7 @@ def deployables():
             "format": d.format,
             "sidecar": sidecar(d.artifact),
             "records": [r for device in DEVICES.values() for r in bench_records(device, d.format, d.artifact)],
+            **({"budget": d.budget, "budget_source": sidecar(d.source)} if d.budget else {}),
         }
         for d in PLAN.deployables
     ]

@@ -30,7 +30,7 @@ rule deployables:
 rule report:
     input:
         deployables="results/report/deployables.json",
-        sidecars=[d["sidecar"] for d in deployables()["deployables"] if "sidecar" in d],
+        sidecars=[d[key] for d in deployables()["deployables"] for key in ("sidecar", "budget_source") if key in d],
         records=[r for d in deployables()["deployables"] for r in d.get("records", [])],
     output:
         parquet="results/report/summary.parquet",
@@ -68,3 +68,9 @@ onerror:
 
 
 REPORT_FILES = [*rules.report.output, *rules.steps_succeeded.output]
+
+
+# The run ends by naming every model outside its quality budget (the log holds nothing else on success).
+onsuccess:
+    if os.path.isfile(rules.steps_succeeded.log[0]):
+        shell("cat {rules.steps_succeeded.log[0]:q} >&2")
