@@ -8,10 +8,10 @@
 2. runs the workflow (the folder's Snakefile, else slimlab's own with ``--directory``: see
    :func:`snakemake_command`), which builds the recipes and records every benchmark;
 3. for every series (recipe, format, device, option set, threads) with an accepted
-   baseline, times the baseline artifact and the candidate side by side on the device,
-   in alternating rounds, and decides with :mod:`slimlab.lab.verdict` (an ``unsure``
-   series is measured once more before it is reported); the task's metrics and
-   size are compared exactly;
+   baseline, times the baseline artifact and the candidate side by side on the device, in
+   alternating rounds, and decides with :mod:`slimlab.lab.verdict` (an ``unsure`` series,
+   e.g. one that other work shared the device with, is measured once more before it is
+   reported); the task's metrics and size are compared exactly;
 4. appends every series to the history store (:mod:`slimlab.lab.history`);
 5. writes ``verdict.md`` and ``verdict.json``; every number links to its record.
 
@@ -51,11 +51,11 @@ from slimlab.lab import energy, history, verdict
 from slimlab.lab.context import throttled
 from slimlab.lab.devices import load_inventory
 from slimlab.lab.lock import device_lock, lock_dir
+from slimlab.nightly_page import SERIES_KEYS, markdown, series_key
 from slimlab.records import BenchRecord, load
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_REGRESSION, EXIT_INFRA = 0, 1, 2
-SERIES_KEYS = ("recipe", "format", "device", "option_set", "threads")
 PROFILE, SNAKEFILES = Path("profiles/nightly"), ("Snakefile", "snakefile", "workflow/Snakefile", "workflow/snakefile")
 INDEX_VERSION = 2  # of baseline.json: 2, copies named by artifact_digest; none, by the main file's sha256 only
 
@@ -136,10 +136,6 @@ def snakemake_command(workdir: Path, extra: list[str]) -> list[str]:
     workflow = ["--snakefile", str(own / "Snakefile"), "--directory", str(workdir)] if own_snakefile else []
     return [sys.executable, "-m", "snakemake", *workflow,
             *(extra or ["--workflow-profile", str(own / PROFILE if own_profile else PROFILE)])]
-
-
-def series_key(row: dict) -> str:
-    return "|".join(str(row.get(key, "")) for key in SERIES_KEYS)
 
 
 def expected_series(plan: dict) -> list[dict]:
@@ -261,7 +257,8 @@ class Measurer:
             raw = self._rounds(candidate, baseline, record, rounds)
             result = verdict.compare([r["baseline"] for r in raw["rounds"]], [r["candidate"] for r in raw["rounds"]],
                                      self.thresholds, throttled=raw.get("context") is not None
-                                     and throttled(raw["context"]))
+                                     and throttled(raw["context"]),
+                                     contended=verdict.contention(raw.get("load"), self.thresholds))
             if result.verdict != verdict.UNSURE:
                 break
             rounds *= 2
@@ -308,6 +305,9 @@ def evaluate(series: dict, accepted: dict, measurer: Measurer, run_dir: Path) ->
     except ArtifactError as exc:  # a damaged artifact or baseline copy: this series cannot be compared
         return {**row, "status": "infra", "reason": str(exc)}
     exact, notes = exact_changes(candidate, baseline)
+    # Byte-identical models measure tonight's noise for free (the verdict's noise line).
+    row["identical"] = {n: f.sha256 for n, f in candidate.info.files.items()} == \
+        {n: f.sha256 for n, f in baseline.info.files.items()}
     row.update(**{f"{side}{metric}": value for side, artifact in (("test_", candidate), ("baseline_test_", baseline))
                   for metric, value in ((artifact.info.quality or {}).get("test") or {}).items()},
                size_bytes=candidate.info.size.bytes, baseline_size_bytes=baseline.info.size.bytes)
@@ -334,27 +334,6 @@ def exit_code(rows: list[dict]) -> int:
     if statuses & {"missing", "infra"}:
         return EXIT_INFRA
     return EXIT_REGRESSION if verdict.REGRESSION in statuses else EXIT_OK
-
-
-def markdown(rows: list[dict], meta: dict) -> str:
-    counts = {status: sum(row["status"] == status for row in rows) for status in sorted({r["status"] for r in rows})}
-    lines = [f"# slimlab nightly {meta['run']}", "",
-             f"{meta['time']} · commit {meta['commit'] or 'unknown'} · config {meta['config_sha256'][:12]} · "
-             f"baseline accepted {meta['baseline'] or 'never'}", "",
-             ", ".join(f"**{n} {status}**" for status, n in counts.items()), "",
-             "| status | recipe | format | device | set | threads | ratio | interval | ms | record | reason |",
-             "|---|---|---|---|---|---|---:|---|---:|---|---|"]
-    order = {"infra": 0, "missing": 1, "regression": 2, "unsure": 3, "improvement": 4, "new": 5, "ok": 6,
-             "unsupported": 7, "emulated": 8, "software_gpu": 8}
-    for row in sorted(rows, key=lambda r: (order.get(r["status"], 9), series_key(r))):
-        ratio = row.get("latency_ratio")
-        numbers = (f"[{ratio:.3f}]({row['samples']})", f"{row['latency_low']:.3f}–{row['latency_high']:.3f}") \
-            if ratio is not None else ("", "")
-        median = f"{row['median_ms']:.4g}" if row.get("median_ms") is not None else ""
-        lines.append(f"| {row['status']} | {row['recipe']} | {row['format']} | {row.get('device', '')} | "
-                     f"{row.get('option_set', '')} | {row.get('threads', '')} | {numbers[0]} | {numbers[1]} | "
-                     f"{median} | [record]({row['record']}) | {row.get('reason', '')} |")
-    return "\n".join(lines) + "\n"
 
 
 def git_commit(workdir: Path) -> str | None:

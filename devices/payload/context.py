@@ -97,6 +97,38 @@ def thermal_zones(sysfs: Sysfs, unavailable: dict) -> dict:
     return zones
 
 
+def machine_cpu_s() -> tuple[float, float] | None:
+    """Seconds all CPUs have been busy, and stolen by a hypervisor, since boot (proc/stat); None where unreadable."""
+    try:
+        with open("/proc/stat") as stat:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (float(v) for v in stat.readline().split()[1:9])
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class OtherWork:
+    """How many cores' worth of other processes' work, and of a hypervisor's steal, ran beside this measurement."""
+
+    def __init__(self):
+        self.wall, self.machine, self.own = time.perf_counter(), machine_cpu_s(), own_cpu_s()
+
+    def since(self) -> dict | None:
+        machine = machine_cpu_s()
+        if self.machine is None or machine is None:
+            return None
+        wall = time.perf_counter() - self.wall
+        others = (machine[0] - self.machine[0]) - (own_cpu_s() - self.own)
+        return {"others_cores": round(max(0.0, others) / wall, 3),
+                "steal_cores": round((machine[1] - self.machine[1]) / wall, 3), "wall_s": round(wall, 3)}
+
+
 def snapshot(sysfs: Sysfs) -> dict:
     """Temperatures (°C), charging state, and each CPU's frequency (kHz) and governor, as they are now."""
     unavailable = {}

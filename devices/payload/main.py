@@ -117,6 +117,11 @@ def compare(args) -> dict:
 
     Round i times one model, then the other (the order flips every round), each for an
     equal share of ``--runs`` and ``--min-seconds``, so drift of the device hits both alike.
+    Each round makes both instances afresh, in that round's order, and feeds them the same
+    inputs: two instances of one file can differ for as long as they live (where their
+    buffers and packed weights sit, which was made first), and that difference must fall
+    into the noise between rounds, not bias every round alike. ``load`` says how many
+    cores' worth of other work ran beside the rounds.
     """
     runtime_class, schema = adapter(args.runtime)
     options = check_options(args.runtime, json.loads(args.options), schema)
@@ -126,20 +131,25 @@ def compare(args) -> dict:
     import numpy as np
 
     sysfs = context.Sysfs(args.context_root)
-    rng = np.random.default_rng(args.seed)
-    models = {}
-    for side, files in (("baseline", args.baseline_model), ("candidate", args.model)):
-        models[side] = runtime_class(np)
-        models[side].load(files, args.threads, options)
-        models[side].feed(rng, args.input_shape)
+    files = {"baseline": args.baseline_model, "candidate": args.model}
+
+    def fresh(side: str):
+        runtime = runtime_class(np)
+        runtime.load(files[side], args.threads, options)
+        runtime.feed(np.random.default_rng(args.seed), args.input_shape)
         for _ in range(args.warmup):
-            models[side].invoke()
+            runtime.invoke()
+        return runtime
+
     per_round_runs = max(1, -(-args.runs // args.rounds))
     per_round_s = args.min_seconds / args.rounds
-    rounds = []
+    rounds, models = [], {}
     before = context.snapshot(sysfs)
+    other_work = context.OtherWork()
     for index in range(args.rounds):
         sides = ("baseline", "candidate") if index % 2 == 0 else ("candidate", "baseline")
+        models.clear()  # last round's instances go before this round's are made
+        models.update((side, fresh(side)) for side in sides)
         timed = {}
         for side in sides:
             runtime, samples, began = models[side], [], time.perf_counter()
@@ -150,11 +160,12 @@ def compare(args) -> dict:
                 samples.append((time.perf_counter_ns() - t0) / 1e6)
             timed[side] = samples
         rounds.append(timed)
+    load = other_work.since()
     after = context.snapshot(sysfs)
     if lock is not None:
         lock.close()
     return {"runtime": models["candidate"].version, "threads": args.threads,
-            "options": models["candidate"].applied(), "rounds": rounds, "machine": platform.machine(),
+            "options": models["candidate"].applied(), "rounds": rounds, "load": load, "machine": platform.machine(),
             "cpu": context.cpu_model(),
             "context": {"root": args.context_root, "affinity": affinity, "process_threads": context.process_threads(),
                         "cooldown": None, "before": before, "after": after, "cpu": context.cpu()}}

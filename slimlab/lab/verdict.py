@@ -13,8 +13,9 @@ evidence, consistency and size:
   significantly many rounds, and the ratio is at least ``1 + min_effect``;
 - ``improvement``: the mirror image;
 - ``unsure``: fewer than ``min_rounds`` rounds, an interval wider than
-  ``max_width`` (too noisy to tell a ``min_effect`` step), or a throttled run;
-  the caller re-measures;
+  ``max_width`` (too noisy to tell a ``min_effect`` step), a throttled run, or
+  rounds that other work shared the device with (:func:`contention`); the caller
+  re-measures;
 - ``ok``: otherwise.
 """
 
@@ -34,6 +35,9 @@ class Thresholds:
     resamples: int = 2000
     min_rounds: int = 6  # a bootstrap over fewer rounds has too few distinct resamples to trust
     sign_p: float = 0.05  # the rounds must agree on the direction at this level (one-sided sign test)
+    # Other processes' work beside the rounds, and a hypervisor's steal, in cores: more says nothing of the models.
+    max_other_cores: float = 0.25
+    max_steal_cores: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,21 @@ def sign_test(wins: int, n: int) -> float:
     return sum(comb(n, k) for k in range(wins, n + 1)) / 2**n
 
 
+def contention(load: dict | None, thresholds: Thresholds) -> str | None:
+    """Why the rounds' device was not the models' alone (the payload's ``load``), or None."""
+    if load is None:
+        return None
+    if load["others_cores"] > thresholds.max_other_cores:
+        return f"other processes used {load['others_cores']:.2f} cores during the rounds"
+    if load["steal_cores"] > thresholds.max_steal_cores:
+        return f"the hypervisor stole {load['steal_cores']:.2f} cores during the rounds"
+    return None
+
+
 def compare(baseline: list[list[float]], candidate: list[list[float]], thresholds: Thresholds = Thresholds(),
-            seed: int = 0, throttled: bool = False) -> Comparison:
-    """Compare per-round samples (``baseline[i]`` and ``candidate[i]`` were measured side by side in round i)."""
+            seed: int = 0, throttled: bool = False, contended: str | None = None) -> Comparison:
+    """Compare per-round samples (``baseline[i]`` and ``candidate[i]`` were measured side by side in round i);
+    ``contended`` says why other work shared the device (:func:`contention`)."""
     if len(baseline) != len(candidate) or len(baseline) < 2:
         raise ValueError(f"need the same number (at least 2) of baseline and candidate rounds, "
                          f"got {len(baseline)} and {len(candidate)}")
@@ -84,6 +100,8 @@ def compare(baseline: list[list[float]], candidate: list[list[float]], threshold
     faster = sign_test(sum(r < 1 for r in per_round), n) <= thresholds.sign_p
     if throttled:
         verdict, reason = UNSURE, "the device throttled during the measurement"
+    elif contended:
+        verdict, reason = UNSURE, f"contention: {contended}"
     elif n < thresholds.min_rounds:
         verdict, reason = UNSURE, f"only {n} rounds; at least {thresholds.min_rounds} are needed to decide"
     elif low > 1 and slower and ratio >= 1 + thresholds.min_effect:
