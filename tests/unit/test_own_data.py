@@ -70,3 +70,54 @@ def test_image_folder_names_a_file_given_as_the_folder_and_an_image_that_will_no
     (tmp_path / "cats/bad.png").write_bytes((tmp_path / "cats/red.png").read_bytes()[:40])
     with pytest.raises(ConfigError, match="bad.png is not an image that can be decoded"):
         image_folder.load_image_folder(params)
+
+
+def annotated_folder(folder, names=("a.png", "b.png", "c.png")):
+    folder.mkdir(exist_ok=True)
+    for shade, name in enumerate(names):
+        Image.new("RGB", (6, 6), (shade * 100, 0, 0)).save(folder / name)
+    return image_folder.ImageFolderParams(path=str(folder), size=(4, 4), labels="annotations")
+
+
+def test_boxes_from_a_json_file_are_padded_as_detection_reads_them(tmp_path):
+    params = annotated_folder(tmp_path)
+    (tmp_path / "annotations.json").write_text(
+        '{"a.png": [[0, 0.1, 0.1, 0.5, 0.5]], "b.png": [[1, 0.2, 0.2, 0.6, 0.6], [0, 0, 0, 1, 1]], "c.png": []}')
+    x, y = image_folder.load_image_folder(params)
+    assert x.shape == (3, 4, 4, 3) and y.shape == (3, 2, 5)
+    assert y[0, 1].tolist() == [-1] * 5 and (y[2] == -1).all()  # fewer boxes: rows of -1
+    assert np.allclose(x[1, 0, 0, 0], 100 / 255)  # each label stays with its own image
+    task = {"name": "detection", "params": {"decoder": "boxes", "boxes": "b", "layout": "yxyx", "scores": "s"}}
+    x, y = data.examples(x, y, "data", task)
+    assert y.shape == (3, 2, 5)
+
+
+def test_a_csv_gives_a_row_per_file_or_a_box_per_row(tmp_path):
+    params = annotated_folder(tmp_path)
+    (tmp_path / "annotations.csv").write_text("file,class\nc.png,2\na.png,0\nb.png,1\n")
+    assert image_folder.load_image_folder(params)[1].tolist() == [0, 1, 2]
+    (tmp_path / "annotations.csv").write_text("file,class,x1,y1,x2,y2\na.png,0,0.1,0.1,0.5,0.5\n"
+                                              "b.png,1,0.2,0.2,0.6,0.6\nb.png,0,0,0,1,1\nc.png,0,0,0,1,1\n")
+    assert image_folder.load_image_folder(params)[1].shape == (3, 2, 5)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("file,class\na.png,0\nb.png,1\n", "annotations.csv: c.png has no label"),
+    ("file,class\na.png,0\nb.png,1\nc.png,2\nd.png,3\n", "annotations.csv: labels 'd.png', which is no image here"),
+    ("file,class\na.png,cat\nb.png,1\nc.png,2\n", "annotations.csv: cannot read it"),
+])
+def test_a_bad_annotation_file_is_one_line_naming_it(tmp_path, text, message):
+    params = annotated_folder(tmp_path)
+    (tmp_path / "annotations.csv").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        image_folder.load_image_folder(params)
+
+
+def test_labels_that_do_not_share_a_shape_are_refused(tmp_path):
+    params = annotated_folder(tmp_path)
+    (tmp_path / "annotations.json").write_text('{"a.png": [1, 2], "b.png": [1, 2, 3], "c.png": "x"}')
+    with pytest.raises(ConfigError, match="annotations.json: a label is not a number"):
+        image_folder.load_image_folder(params)
+    (tmp_path / "annotations.json").write_text('{"a.png": [1, 2], "b.png": [1, 2, 3], "c.png": [1, 2]}')
+    with pytest.raises(ConfigError, match="annotations.json: the labels do not share one shape"):
+        image_folder.load_image_folder(params)
