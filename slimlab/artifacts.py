@@ -202,7 +202,7 @@ def write(out_dir: Path, kind: str, model, *, lineage: list[Step], dataset: dict
         files={p.name: FileInfo(bytes=p.stat().st_size, sha256=sha256_file(p)) for p in paths},
         lineage=lineage,
         dataset={**dataset, "sizes": splits.sizes()},
-        input_shape=[1, *splits.input_shape],
+        input_shape=None if splits.input_shapes else [1, *splits.input_shape],  # several: the model says
         metrics=metrics,
         timing=timing,
         **measured,

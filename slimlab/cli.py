@@ -97,9 +97,10 @@ def cmd_validate(args) -> None:
     plan = experiment.plan
     splits, task = workflow.check_with_data(cfg, plan)
     labels = f"{splits.num_classes} classes" if splits.num_classes else ("labelled" if splits.labelled else "no labels")
+    shapes = " + ".join(f"{n} {'x'.join(map(str, s))}" for n, s in (splits.input_shapes or {"input": splits.input_shape}).items())
     print(f"{args.config}: ok, {len(plan.recipes)} recipes, {len(plan.steps)} artifacts, "
           f"{len(plan.deployables)} deployables, {len(experiment.devices)} devices; task {task[0].name}; data: "
-          f"{sum(splits.sizes().values())} images of {'x'.join(map(str, splits.input_shape))}, {labels}")
+          f"{sum(splits.sizes().values())} samples of {shapes}, {labels}")
 
 
 def cmd_init(args) -> None:

@@ -66,6 +66,23 @@ class Dataset:
 
 SPLIT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_calibration")
 
+# A model's inputs for a batch: one array, or several keyed by the model's input names.
+Inputs = np.ndarray | dict[str, np.ndarray]
+
+
+def count(x: Inputs) -> int:
+    """How many samples ``x`` holds."""
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def take(x: Inputs, index) -> Inputs:
+    """The samples at ``index`` (a slice, or an array of positions) of every input."""
+    return {name: array[index] for name, array in x.items()} if isinstance(x, dict) else x[index]
+
+
+def arrays(x: Inputs) -> list[np.ndarray]:
+    return list(x.values()) if isinstance(x, dict) else [x]
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -92,26 +109,36 @@ class Splits:
         return self.y_train is not None
 
     @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """Each input's shape without the batch, by name, where the data has several inputs; None for one."""
+        return {name: tuple(x.shape[1:]) for name, x in self.x_train.items()} if isinstance(self.x_train, dict) \
+            else None
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
+        """The one input's shape without the batch; a ConfigError line for data with several inputs."""
+        if isinstance(self.x_train, dict):
+            raise ConfigError(f"this step takes models of one input; the data has {len(self.x_train)} "
+                              f"({', '.join(self.x_train)})")
         return tuple(self.x_train.shape[1:])
 
     @property
     def value_range(self) -> tuple[float, float]:
-        """The smallest and largest input value in the training split."""
-        return float(self.x_train.min()), float(self.x_train.max())
+        """The smallest and largest input value in the training split (over every input)."""
+        return min(float(x.min()) for x in arrays(self.x_train)), max(float(x.max()) for x in arrays(self.x_train))
 
     def sizes(self) -> dict:
-        found = {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
-        return found if self.x_calibration is None else {**found, "calibration": len(self.x_calibration)}
+        found = {"train": count(self.x_train), "val": count(self.x_val), "test": count(self.x_test)}
+        return found if self.x_calibration is None else {**found, "calibration": count(self.x_calibration)}
 
 
-def split(x: np.ndarray, y: np.ndarray | None, seed: int, val_fraction: float, test_fraction: float,
+def split(x: Inputs, y: np.ndarray | None, seed: int, val_fraction: float, test_fraction: float,
           stratify: bool, calibration_fraction: float = 0.0) -> Splits:
     """Shuffle with ``seed`` and cut into train/val/test (and calibration); with ``stratify`` (class labels) each
     class is cut alone, so every split has every class."""
     rng = np.random.default_rng(seed)
     parts = {"train": [], "val": [], "test": [], "calibration": []}
-    groups = [np.flatnonzero(y == label) for label in np.unique(y)] if stratify else [np.arange(len(x))]
+    groups = [np.flatnonzero(y == label) for label in np.unique(y)] if stratify else [np.arange(count(x))]
     for group in groups:
         idx = rng.permutation(group)
         n_test = round(len(idx) * test_fraction)
@@ -124,16 +151,23 @@ def split(x: np.ndarray, y: np.ndarray | None, seed: int, val_fraction: float, t
     picked = {name: rng.permutation(np.concatenate(chunks)) for name, chunks in parts.items()}
     labels = {name: None if y is None else y[index] for name, index in picked.items()}
     return Splits(
-        x_train=x[picked["train"]], y_train=labels["train"],
-        x_val=x[picked["val"]], y_val=labels["val"],
-        x_test=x[picked["test"]], y_test=labels["test"],
+        x_train=take(x, picked["train"]), y_train=labels["train"],
+        x_val=take(x, picked["val"]), y_val=labels["val"],
+        x_test=take(x, picked["test"]), y_test=labels["test"],
         num_classes=int(y.max()) + 1 if stratify else None,
-        x_calibration=x[picked["calibration"]] if calibration_fraction else None,
+        x_calibration=take(x, picked["calibration"]) if calibration_fraction else None,
     )
 
 
-def images(x, what: str) -> np.ndarray:
-    """Images as float32 NHWC (or (N, features)), or one ConfigError line saying what is wrong."""
+def images(x, what: str) -> Inputs:
+    """Images as float32 NHWC (or (N, features)), or one ConfigError line saying what is wrong; several inputs
+    (a dict by input name) each so, with as many samples."""
+    if isinstance(x, dict):
+        found = {name: images(array, f"{what} (input {name!r})") for name, array in x.items()}
+        if len({len(array) for array in found.values()}) > 1:
+            raise ConfigError(f"{what}: the inputs hold different numbers of samples: "
+                              f"{', '.join(f'{name} {len(array)}' for name, array in found.items())}")
+        return found
     x = np.asarray(x)
     if x.ndim == 3:  # (N, H, W): one channel
         x = x[..., None]
@@ -146,7 +180,7 @@ def images(x, what: str) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def examples(x, y, what: str, task_spec: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def examples(x, y, what: str, task_spec: dict | None = None) -> tuple[Inputs, np.ndarray | None]:
     """Images as float32 NHWC and the labels as the task reads them (None: unlabelled), or one ConfigError line."""
     x = images(x, what)
     task, params = tasks.task(task_spec)
@@ -156,8 +190,8 @@ def examples(x, y, what: str, task_spec: dict | None = None) -> tuple[np.ndarray
                               "task: {name: fidelity}, which scores against the source model's outputs")
         return x, None
     y = np.asarray(y)
-    if len(y) != len(x):
-        raise ConfigError(f"{what}: {len(y)} labels for {len(x)} images; expected one label per image")
+    if len(y) != count(x):
+        raise ConfigError(f"{what}: {len(y)} labels for {count(x)} images; expected one label per image")
     return x, task.labels(params, y, what)
 
 
@@ -190,8 +224,10 @@ def _load(name: str, params: DatasetParams, seed: int, val_fraction: float, test
     if len(loaded) == 2:
         return check_classes(split(x, y, seed, val_fraction, test_fraction, stratify, calibration_fraction), name)
     x_test, y_test = examples(*loaded[2:], f"data set {name!r} (test split)", task_spec)
-    if x_test.shape[1:] != x.shape[1:]:
-        raise ConfigError(f"data set {name!r}: test images are {x_test.shape[1:]}, training images {x.shape[1:]}")
+    shapes = [{n: a.shape[1:] for n, a in part.items()} if isinstance(part, dict) else part.shape[1:]
+              for part in (x_test, x)]
+    if shapes[0] != shapes[1]:
+        raise ConfigError(f"data set {name!r}: test images are {shapes[0]}, training images {shapes[1]}")
     if (y is None) != (y_test is None):
         raise ConfigError(f"data set {name!r}: labels for one split only; label both, or neither")
     # The data set's own test split stays as it is; validation comes out of the training part.
@@ -218,19 +254,30 @@ def load_spec(spec: dict) -> Splits:
     try:
         with np.load(cached, allow_pickle=False) as stored:
             classes = int(stored["num_classes"])
-            return Splits(**{field: stored[field] if field in stored.files else None for field in SPLIT_ARRAYS},
+            return Splits(**{field: _stored(stored, field) for field in SPLIT_ARRAYS},
                           num_classes=None if classes < 0 else classes)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # none yet, or damaged: make it again
         pass
     splits = _cached_load(found.name, params, spec["seed"], spec["val_fraction"], spec["test_fraction"],
                           spec.get("calibration_fraction", 0.0), json.dumps(spec.get("task"), sort_keys=True))
-    arrays = {field: getattr(splits, field) for field in SPLIT_ARRAYS if getattr(splits, field) is not None}
+    found = {}
+    for field in SPLIT_ARRAYS:  # several inputs as "<field>/<input name>"
+        value = getattr(splits, field)
+        found.update({f"{field}/{n}": a for n, a in value.items()} if isinstance(value, dict)
+                     else {} if value is None else {field: value})
     try:
         with atomic_path(cached) as tmp:
-            np.savez(tmp, num_classes=-1 if splits.num_classes is None else splits.num_classes, **arrays)
+            np.savez(tmp, num_classes=-1 if splits.num_classes is None else splits.num_classes, **found)
     except OSError:
         pass  # a read-only working directory only costs the next job the load
     return splits
+
+
+def _stored(stored, field: str) -> Inputs | None:
+    if field in stored.files:
+        return stored[field]
+    several = {key.split("/", 1)[1]: stored[key] for key in stored.files if key.startswith(f"{field}/")}
+    return several or None
 
 
 @cache

@@ -50,7 +50,7 @@ class Format:
 
     Methods: ``save(model, folder)`` writes the files (each atomically: :func:`slimlab.atomic.write_bytes`);
     ``load(folder)`` reads them back, raising :class:`slimlab.errors.ArtifactError` naming a bad file;
-    ``predict(model, x)``, ``weights(model)``, ``macs(model)``, ``input_spec(model)`` and
+    ``predict(model, x)``, ``weights(model)``, ``macs(model)``, ``input_specs(model)`` and
     ``device_input_shape(nhwc)`` as documented on each. Only ``save`` and ``load`` are required.
     """
 
@@ -74,8 +74,9 @@ class Format:
         """The model stored in ``folder``; ArtifactError naming the file if it is not a valid model."""
         raise NotImplementedError
 
-    def predict(self, model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output for an NHWC float batch: output name -> array with the batch first, in the model's order.
+    def predict(self, model: Any, x) -> dict[str, np.ndarray]:
+        """Every output for an NHWC float batch (several inputs: a dict of batches by input name): output name ->
+        array with the batch first, in the model's order.
 
         A format with a ``runtime_adapter`` predicts with that adapter (with ``predict_options``), the code that
         runs the model on devices, so the host's outputs and a device's evaluation come from the same lines; a
@@ -87,7 +88,9 @@ class Format:
         with tempfile.TemporaryDirectory(prefix=f"slimlab-{self.name}-") as tmp:
             self.save(model, Path(tmp))
             runtime.load([str(path) for path in self.paths(Path(tmp))], 1, self.predict_options)
-        return runtime.run_batch(np.asarray(x, np.float32))
+        batch = {name: np.asarray(value, np.float32) for name, value in x.items()} if isinstance(x, dict) \
+            else np.asarray(x, np.float32)
+        return runtime.run_batch(batch)
 
     def weights(self, model: Any) -> list[np.ndarray] | None:
         """The stored weight tensors as real values; None where they cannot be decoded honestly."""
@@ -97,9 +100,14 @@ class Format:
         """Multiply-accumulates of one inference: ``{"total": n, "layers": {name: n}}``; None if not counted."""
         return None
 
+    def input_specs(self, model: Any) -> dict[str, dict]:
+        """Every input of the model by name: ``{"shape": [None, H, W, C], "dtype": "float32"}``, None for free
+        dims."""
+        raise NotImplementedError(f"format {self.name!r} cannot tell a model's inputs")
+
     def input_spec(self, model: Any) -> dict:
-        """The model's (first) input: ``{"shape": [None, H, W, C], "dtype": "float32"}``, None for free dims."""
-        raise NotImplementedError(f"format {self.name!r} cannot tell a model's input")
+        """The (first) input's, of :meth:`input_specs`."""
+        return next(iter(self.input_specs(model).values()))
 
     def device_input_shape(self, nhwc: list[int]) -> list[int] | None:
         """The input shape to pass the runtime adapter, where the model file does not say (ncnn)."""

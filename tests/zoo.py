@@ -123,22 +123,10 @@ def keras3_copy(model):
 
 
 def _export(model, kind: str) -> bytes:
-    """TFLite or ONNX bytes by slimlab's helpers; a multi-input model, which they do not take, by their steps."""
+    """TFLite or ONNX bytes by slimlab's helpers."""
     from slimlab.kit import export
 
-    if len(model.inputs) == 1:
-        return (export.keras_to_tflite if kind == "tflite" else export.keras_to_onnx)(model)
-    import tensorflow as tf
-    from tf2onnx import convert, tf_loader
-
-    specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
-    function = tf.function(lambda *xs: model(list(xs), training=False), autograph=False).get_concrete_function(*specs)
-    if kind == "tflite":
-        return tf.lite.TFLiteConverter.from_concrete_functions([function], model).convert()
-    inputs = [t.name for t in function.inputs if t.dtype != "resource"]
-    outputs = [t.name for t in function.outputs]
-    graph_def = tf_loader.from_function(function, inputs, outputs)
-    return convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=13)[0].SerializeToString()
+    return (export.keras_to_tflite if kind == "tflite" else export.keras_to_onnx)(model)
 
 
 def save(model, folder, kind: str) -> Path:
@@ -244,4 +232,15 @@ def segmentation_data(path, n: int = 240, seed: int = 0, size: int = SIZE) -> Pa
 def unlabelled_data(path, n: int = 64, seed: int = 0, shape=(SIZE, SIZE, 3)) -> Path:
     """``x`` (n, *shape) float32 uniform in [0, 1), no labels: for ``fidelity`` and calibration."""
     np.savez(path, x=np.random.default_rng(seed).uniform(0.0, 1.0, (n, *shape)).astype(np.float32))
+    return Path(path)
+
+
+def two_input_data(path, n: int = 240, seed: int = 0, size: int = SIZE) -> Path:
+    """``image`` (n, size, size, 3) with one bright square in the channel of its class, ``extra`` (n, 8) noise, and
+    ``y``: the class (0-2), for :func:`two_input`."""
+    rng = np.random.default_rng(seed)
+    image, y = _canvas(rng, n, (size, size, 3)), np.arange(n) % 3
+    for picture, label in zip(image, y):
+        picture[_square(rng, size)[0], label] = rng.uniform(0.8, 1.0)
+    np.savez(path, image=image, extra=rng.normal(size=(n, 8)).astype(np.float32), y=y)
     return Path(path)

@@ -6,7 +6,8 @@ reorder outputs (TFLite lists a Keras model's outputs in reverse, pnnx names the
 and ncnn adds axes), so :func:`match` pairs them back: by name, else among the outputs with
 as many values per sample, by value (the two ran on the same inputs).
 
-For a device's evaluation the host sends one ``.npz``: ``x`` (NHWC float32 samples), the
+For a device's evaluation the host sends one ``.npz``: ``x`` (NHWC float32 samples; a model of
+several inputs: ``x/<input name>`` each), the
 host's outputs for them as ``output/<name>``, and, for a classifier, ``y`` (the labels) and
 ``classify`` (the name of the logits output). The device answers with per-output fidelity to
 the host, and for a classifier its accuracy and top-1 agreement. Whether that passes is the
@@ -16,6 +17,7 @@ host's call (slimlab's parity bounds), not the payload's.
 from slimlab_payload.runtime import PayloadError
 
 OUTPUT_PREFIX = "output/"
+INPUT_PREFIX = "x/"  # a model of several inputs: one array per input, "x/<input name>"
 
 
 class OutputMismatch(PayloadError):
@@ -86,12 +88,13 @@ def top1(np, expected, actual) -> float:
 def evaluate(np, runtime, path: str) -> dict:
     """Every sample of the slice at ``path`` through ``runtime`` (loaded, with the record's options)."""
     with np.load(path, allow_pickle=False) as data:
-        x = data["x"]
+        several = {key[len(INPUT_PREFIX):]: data[key] for key in data.files if key.startswith(INPUT_PREFIX)}
+        x = several or data["x"]
         expected = {key[len(OUTPUT_PREFIX):]: data[key] for key in data.files if key.startswith(OUTPUT_PREFIX)}
         classify = str(data["classify"]) if "classify" in data.files else None
         y = data["y"] if "y" in data.files else None
     actual = align(np, expected, runtime.run_batch(x))
-    found = {"samples": int(len(x)), "outputs": {name: fidelity(np, expected[name], actual[name]) for name in expected}}
+    found = {"samples": int(len(next(iter(several.values()))) if several else len(x)), "outputs": {name: fidelity(np, expected[name], actual[name]) for name in expected}}
     if classify is not None:
         found["agreement"] = top1(np, expected[classify], actual[classify])
         if y is not None:

@@ -26,6 +26,19 @@ def require(module: str):
         raise PayloadError(f"runtime module {module!r} is not installed on this device ({exc})") from None
 
 
+def named_inputs(sample, names) -> dict:
+    """A sample by input name: a dict of several must name exactly the model's inputs; a bare array is the one
+    input's."""
+    names = list(names)
+    if not isinstance(sample, dict):
+        if len(names) != 1:
+            raise PayloadError(f"the model takes {len(names)} inputs ({', '.join(names)}); one array was given")
+        return {names[0]: sample}
+    if sorted(sample) != sorted(names):
+        raise PayloadError(f"the model takes inputs {sorted(names)}, the sample gives {sorted(sample)}")
+    return sample
+
+
 def random_input(np, shape, dtype, rng):
     """Uniform noise in the tensor's type: [0, 1) for floats, the full range for integers."""
     dtype = np.dtype(dtype)
@@ -116,8 +129,9 @@ class Runtime(ABC):
         """The options as the runtime reports them back after ``load`` (the record's ``options.reported``)."""
 
     def outputs(self, sample) -> dict:
-        """Every output of the model for one sample, given as Keras takes it (NHWC, no batch axis): output name ->
-        float32 array without the batch axis, in the model's order."""
+        """Every output of the model for one sample, given as Keras takes it (NHWC, no batch axis; a model of
+        several inputs: a dict of them by input name): output name -> float32 array without the batch axis, in the
+        model's order."""
         return {"output": self.predict(sample)}
 
     def predict(self, sample):
@@ -125,8 +139,11 @@ class Runtime(ABC):
         raise PayloadError(f"the {type(self).__module__} adapter has no outputs(sample): it cannot evaluate a model")
 
     def run_batch(self, x) -> dict:
-        """``outputs`` of every sample of a batch: output name -> array with the batch first."""
-        rows = [self.outputs(sample) for sample in x]
+        """``outputs`` of every sample of a batch (several inputs: a dict of batches by input name): output name ->
+        array with the batch first."""
+        samples = [{name: batch[i] for name, batch in x.items()} for i in range(len(next(iter(x.values()))))] \
+            if isinstance(x, dict) else x
+        rows = [self.outputs(sample) for sample in samples]
         return {name: self.np.stack([row[name] for row in rows]) for name in rows[0]}
 
     def observed(self) -> dict:

@@ -43,9 +43,9 @@ class KerasFormat(Format):
         found = found if isinstance(found, list) else [found]
         return {name: np.asarray(value) for name, value in zip(model.output_names, found)}
 
-    def input_spec(self, model) -> dict:
-        tensor = model.inputs[0]
-        return {"shape": list(tensor.shape), "dtype": tensor.dtype.name}
+    def input_specs(self, model) -> dict[str, dict]:
+        return {name: {"shape": list(tensor.shape), "dtype": tensor.dtype.name}
+                for name, tensor in zip(model.input_names, model.inputs)}
 
     def weights(self, model) -> list[np.ndarray]:
         return [np.asarray(w) for w in model.get_weights()]

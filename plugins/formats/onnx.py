@@ -49,16 +49,15 @@ class OnnxFormat(BytesFormat):
 
         onnx.checker.check_model(onnx.load_from_string(data))
 
-    def input_spec(self, model: bytes) -> dict:
+    def input_specs(self, model: bytes) -> dict[str, dict]:
         import onnx
         from onnx import helper
 
         graph = onnx.load_from_string(model).graph
         weights = {tensor.name for tensor in graph.initializer}
-        first = next(tensor for tensor in graph.input if tensor.name not in weights)
-        dims = [dim.dim_value or None for dim in first.type.tensor_type.shape.dim]
-        return {"shape": [None, *dims[1:]], "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(
-            first.type.tensor_type.elem_type)).name}
+        return {tensor.name: {"shape": [None, *[dim.dim_value or None for dim in tensor.type.tensor_type.shape.dim][1:]],
+                              "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(tensor.type.tensor_type.elem_type)).name}
+                for tensor in graph.input if tensor.name not in weights}
 
     def weights(self, model: bytes) -> list[np.ndarray]:
         """The weights and biases: float initializers, and a QDQ graph's integer ones as their DequantizeLinear

@@ -105,10 +105,16 @@ class TfliteFormat(BytesFormat):
         resolver = sys.modules[interpreter.__module__].OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         interpreter(model_content=data, experimental_op_resolver_type=resolver).allocate_tensors()
 
-    def input_spec(self, model: bytes) -> dict:
-        detail = interpreter_class()(model_content=model).get_input_details()[0]
-        shape = [None if dim < 0 else int(dim) for dim in detail["shape_signature"]]
-        return {"shape": [None, *shape[1:]], "dtype": np.dtype(detail["dtype"]).name}
+    def input_specs(self, model: bytes) -> dict[str, dict]:
+        """By the signature's input names (a Keras model's), else the tensors' names."""
+        interpreter = interpreter_class()(model_content=model)
+        details = interpreter.get_input_details()
+        if len(interpreter.get_signature_list()) == 1:
+            details = list(interpreter.get_signature_runner().get_input_details().items())
+        else:
+            details = [(detail["name"], detail) for detail in details]
+        return {name: {"shape": [None, *[None if dim < 0 else int(dim) for dim in detail["shape_signature"][1:]]],
+                       "dtype": np.dtype(detail["dtype"]).name} for name, detail in details}
 
     def weights(self, model: bytes) -> list[np.ndarray]:
         """Constant weight/bias tensors of the weighted ops, following DEQUANTIZE/DENSIFY to what is stored."""

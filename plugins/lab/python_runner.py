@@ -22,7 +22,7 @@ from slimlab.lab import payload
 from slimlab.lab.devices import Settings
 from slimlab.lab.runner import Runner
 from slimlab.tasks import output_specs
-from slimlab_payload.evaluate import OUTPUT_PREFIX
+from slimlab_payload.evaluate import INPUT_PREFIX, OUTPUT_PREFIX
 from slimlab_payload.main import RESULT_PREFIX
 
 
@@ -133,7 +133,9 @@ def evaluation_slice(artifact, samples: int) -> Path:
     spec = {key: value for key, value in artifact.info.dataset.items() if key != "sizes"}  # sizes: added by write()
     splits = data.load_spec(spec)
     outputs = artifact.test_outputs
-    arrays = {"x": splits.x_test[:samples], **{OUTPUT_PREFIX + name: value[:samples] for name, value in outputs.items()}}
+    x = data.take(splits.x_test, slice(0, samples))
+    inputs = {INPUT_PREFIX + name: value for name, value in x.items()} if isinstance(x, dict) else {"x": x}
+    arrays = {**inputs, **{OUTPUT_PREFIX + name: value[:samples] for name, value in outputs.items()}}
     task, params = tasks.task(spec.get("task"))
     if task.stratify:  # class labels: the device also scores its top-1 on the logits the task reads
         arrays["classify"] = np.array(task.reads(params, output_specs(outputs))[0])

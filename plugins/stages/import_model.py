@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from slimlab import formats, hookimpl
+from slimlab import data, formats, hookimpl
 from slimlab.errors import ArtifactError, ConfigError
 from slimlab.kit import keras3
 from slimlab.kit.training import keras
@@ -141,31 +141,44 @@ def load(path: Path, kind: str):
         raise ArtifactError(f"import: {exc}") from None
 
 
-def check_input(spec: dict, splits, params: ImportParams, path: Path) -> None:
-    """The model's input fits the data as it is: shape, dtype and (if declared) value range."""
-    expected = [None, *splits.input_shape]
-    shape = spec["shape"]
-    if len(shape) != len(expected) or any(m not in (None, d) for m, d in zip(shape[1:], expected[1:])):
-        hint = ""
-        if len(shape) == 4 and shape[1] == expected[-1] and list(shape[2:]) == expected[1:3]:
-            hint = "; the model is channel-first (NCHW) and the data is NHWC: export the model with NHWC input"
-        raise ConfigError(f"import: {path} takes input {shape}, the data set gives {expected}{hint}")
-    if None in shape[1:]:
-        raise ConfigError(f"import: {path} takes input {shape}, with free dimensions besides the batch; export it "
-                          f"with the fixed input shape {expected}, which every format and device can then run")
-    if not np.issubdtype(np.dtype(spec["dtype"]), np.floating):
-        raise ConfigError(f"import: {path} takes {spec['dtype']} input; import its float model (quantize it with "
-                          "a quantize.* step), since slimlab feeds the data as float")
+def check_inputs(specs: dict[str, dict], splits, params: ImportParams, path: Path) -> None:
+    """The model's inputs fit the data as it is: names (several inputs), shapes, dtypes and (if declared) the value
+    range."""
+    shapes = splits.input_shapes
+    if shapes is None and len(specs) > 1:
+        raise ConfigError(f"import: {path} takes {len(specs)} inputs ({', '.join(specs)}), the data set gives one; "
+                          "give one array per input (npz: x_key: [name, ...])")
+    if shapes is not None and set(shapes) != set(specs):
+        raise ConfigError(f"import: {path} takes inputs {sorted(specs)}, the data set gives {sorted(shapes)}")
+    for name, spec in specs.items():
+        check_input(spec, shapes[name] if shapes else splits.input_shape, path, "" if shapes is None else name)
     low, high = splits.value_range
     if params.input_range is not None and (low < params.input_range[0] or high > params.input_range[1]):
         raise ConfigError(f"import: the data's values run from {low:g} to {high:g}, outside the model's "
                           f"input_range {list(params.input_range)}; set the data set's scaling to match")
 
 
+def check_input(spec: dict, data_shape: tuple, path: Path, name: str) -> None:
+    """One input: its shape against the data's, and a float dtype."""
+    expected, shape = [None, *data_shape], spec["shape"]
+    takes = f"takes input {name!r} of shape" if name else "takes input"
+    if len(shape) != len(expected) or any(m not in (None, d) for m, d in zip(shape[1:], expected[1:])):
+        hint = ""
+        if len(shape) == 4 and shape[1] == expected[-1] and list(shape[2:]) == expected[1:3]:
+            hint = "; the model is channel-first (NCHW) and the data is NHWC: export the model with NHWC input"
+        raise ConfigError(f"import: {path} {takes} {shape}, the data set gives {expected}{hint}")
+    if None in shape[1:]:
+        raise ConfigError(f"import: {path} {takes} {shape}, with free dimensions besides the batch; export it "
+                          f"with the fixed input shape {expected}, which every format and device can then run")
+    if not np.issubdtype(np.dtype(spec["dtype"]), np.floating):
+        raise ConfigError(f"import: {path} takes {spec['dtype']} input; import its float model (quantize it with "
+                          "a quantize.* step), since slimlab feeds the data as float")
+
+
 def check_outputs(fmt, model, splits, task, path: Path) -> list[OutputSpec]:
     """The model runs on the data's images, and the task can read its outputs; for class labels, the output read
     gives one logit per class of the data set. Returns every output's name and shape."""
-    x = splits.x_val[:2]
+    x = data.take(splits.x_val, slice(0, 2))
     try:
         outputs = fmt.predict(model, x)
     except Exception as exc:  # each runtime raises its own kinds; the file is named either way
@@ -177,7 +190,7 @@ def check_outputs(fmt, model, splits, task, path: Path) -> list[OutputSpec]:
         raise ConfigError(f"import: {path}: {exc}") from None
     if splits.num_classes is not None:
         shape = outputs[read[0]].shape
-        if shape != (len(x), splits.num_classes):
+        if shape != (2, splits.num_classes):
             raise ConfigError(f"import: {path} gives output {read[0]!r} of shape {[None, *shape[1:]]} for a batch; "
                               f"the data set has {splits.num_classes} classes, so slimlab reads it as logits of shape "
                               f"[None, {splits.num_classes}]")
@@ -211,10 +224,10 @@ def opened(params: ImportParams, splits, task) -> tuple:
     stripped = None
     if kind == "keras" and task[0].stratify:
         model, stripped = to_logits(model)
-    spec = fmt.input_spec(model)
-    check_input(spec, splits, params, path)
+    specs = fmt.input_specs(model)
+    check_inputs(specs, splits, params, path)
     outputs = check_outputs(fmt, model, splits, task, path)
-    return model, kind, {"path": str(path), "format": kind, "input": spec, "softmax_removed": stripped,
+    return model, kind, {"path": str(path), "format": kind, "inputs": specs, "softmax_removed": stripped,
                          "outputs": {output.name: list(output.shape) for output in outputs}}
 
 

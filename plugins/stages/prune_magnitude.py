@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from slimlab import hookimpl
+from slimlab import data, hookimpl
 from slimlab.stages import Stage
 from slimlab.kit.surgery import PruneParams, fine_tune_with_tfmot, kernel_sparsity, select_layers
 
@@ -59,7 +59,7 @@ def prune_magnitude(artifact, params: MagnitudeParams, ctx):
     """
     model = artifact.model
     selected = select_layers(model, params, "prune.magnitude")
-    steps = math.ceil(len(ctx.splits.x_train) / params.batch_size)
+    steps = math.ceil(data.count(ctx.splits.x_train) / params.batch_size)
     pruned, history = fine_tune_with_tfmot(model, selected, params, ctx, pruning_schedule=pruning_schedule(params, steps))
     ctx.record(history=history, kernel_sparsity=kernel_sparsity(pruned, [layer.name for layer in selected]))
     return pruned

@@ -54,10 +54,8 @@ def quantize_onnx(artifact, params: OnnxInt8Params, ctx) -> bytes:
         raise Unsupported(f"quantize.onnx: the model is quantized already ({', '.join(already)} nodes); "
                           "quantize its float model")
     weights = {tensor.name for tensor in graph.initializer}
-    inputs = [tensor for tensor in graph.input if tensor.name not in weights]
-    if len(inputs) != 1:
-        raise Unsupported(f"quantize.onnx: the model has {len(inputs)} inputs; calibration feeds single-input models")
-    name, dtype = inputs[0].name, onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)
+    dtypes = {tensor.name: onnx.helper.tensor_dtype_to_np_dtype(tensor.type.tensor_type.elem_type)
+              for tensor in graph.input if tensor.name not in weights}
     samples = representative_samples(ctx.splits, params.representative_samples, ctx.seed)()
 
     class Calibration(CalibrationDataReader):
@@ -68,7 +66,8 @@ def quantize_onnx(artifact, params: OnnxInt8Params, ctx) -> bytes:
             if batch is None:
                 return None
             self.fed += 1
-            return {name: np.asarray(batch[0], dtype)}
+            by_name = batch if isinstance(batch, dict) else dict(zip(dtypes, batch))
+            return {name: np.asarray(by_name[name], dtype) for name, dtype in dtypes.items()}
 
     calibration = Calibration()
     with tempfile.TemporaryDirectory(prefix="slimlab-ort-quant-") as tmp:

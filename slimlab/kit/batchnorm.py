@@ -12,6 +12,8 @@ split, summed exactly, not a moving average. Only the statistics change; no weig
 
 import numpy as np
 
+from slimlab import data
+
 # Batches large enough that batch statistics are close to the split's, small enough that every layer's input fits.
 BATCH = 128
 
@@ -54,8 +56,8 @@ def refresh(model, splits, targets=None) -> dict | None:
 
     inputs = tf_keras.Model(model.inputs, [_input_in(model, layer) for layer in layers])
     rows, sums, squares = [0] * len(layers), [0.0] * len(layers), [0.0] * len(layers)
-    for start in range(0, len(splits.x_train), BATCH):
-        found = inputs(splits.x_train[start:start + BATCH], training=True)
+    for start in range(0, data.count(splits.x_train), BATCH):
+        found = inputs(data.take(splits.x_train, slice(start, start + BATCH)), training=True)
         for index, x in enumerate(found if len(layers) > 1 else [found]):
             values = np.asarray(x, np.float64).reshape(-1, x.shape[-1])  # channels last: a row per position
             rows[index] += len(values)
@@ -73,5 +75,5 @@ def refresh(model, splits, targets=None) -> dict | None:
             layer.moving_variance.assign(variance)
         kept = "previous"
     metric = "val_accuracy" if splits.num_classes is not None else "val_neg_mse"
-    return {"layers": len(layers), "samples": len(splits.x_train), f"{metric}_before": before,
+    return {"layers": len(layers), "samples": data.count(splits.x_train), f"{metric}_before": before,
             f"{metric}_after": after, "kept": kept}

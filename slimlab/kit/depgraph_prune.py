@@ -13,6 +13,7 @@
 
 import numpy as np
 
+from slimlab import data
 from slimlab.errors import ConfigError
 from slimlab.kit.depgraph import PRODUCERS, DepGraph, Group, copy_layer, rebuild
 from slimlab.kit.training import class_labels, keras
@@ -53,13 +54,13 @@ def taylor_importance(model, splits, batches: int, batch_size: int, seed: int) -
     import tensorflow as tf
 
     labels = class_labels(splits, "prune.structured's taylor criterion")
-    picked = np.random.default_rng(seed).permutation(len(splits.x_train))[: batches * batch_size]
+    picked = np.random.default_rng(seed).permutation(data.count(splits.x_train))[: batches * batch_size]
     loss = keras().losses.SparseCategoricalCrossentropy(from_logits=True)
     variables = model.trainable_weights
     summed = [np.zeros(v.shape, np.float64) for v in variables]
     for chunk in np.array_split(picked, batches):
         with tf.GradientTape() as tape:
-            value = loss(labels[chunk], model(splits.x_train[chunk], training=False))
+            value = loss(labels[chunk], model(data.take(splits.x_train, chunk), training=False))
         for total, grad in zip(summed, tape.gradient(value, variables)):
             if grad is not None:  # a variable the loss does not reach
                 total += np.asarray(grad)

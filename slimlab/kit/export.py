@@ -20,17 +20,21 @@ import numpy as np
 
 def inference_function(model):
     """``model(x, training=False)`` traced for any batch size, with the model's variables. Several outputs are
-    returned by their Keras names, which a TFLite model's signature then keeps."""
+    returned by their Keras names, which a TFLite model's signature then keeps; several inputs keep theirs (one
+    input is named ``input``)."""
     import tensorflow as tf
 
-    (tensor,) = model.inputs
-    spec = tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name="input")
+    if len(model.inputs) == 1:
+        specs = [tf.TensorSpec([None, *model.inputs[0].shape[1:]], model.inputs[0].dtype, name="input")]
+    else:
+        specs = [tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=name)
+                 for name, tensor in zip(model.input_names, model.inputs)]
 
-    def infer(x):
-        outputs = model(x, training=False)
+    def infer(*xs):
+        outputs = model(xs[0] if len(xs) == 1 else list(xs), training=False)
         return dict(zip(model.output_names, outputs)) if len(model.outputs) > 1 else outputs
 
-    return tf.function(infer, autograph=False).get_concrete_function(spec)
+    return tf.function(infer, autograph=False, input_signature=specs).get_concrete_function()
 
 
 def keras_to_tflite(model, configure: Callable[[Any], None] = lambda converter: None) -> bytes:
@@ -52,17 +56,19 @@ def keras_to_onnx(model, opset: int = 13) -> bytes:
     graph_def = tf_loader.from_function(function, inputs, outputs)
     proto, _ = convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=opset)
     if isinstance(function.structured_outputs, dict):  # flattened in sorted key order, as function.outputs are
-        rename_outputs(proto.graph, dict(zip(outputs, sorted(function.structured_outputs))))
+        rename_tensors(proto.graph, dict(zip(outputs, sorted(function.structured_outputs))))
+    if len(inputs) > 1:  # several inputs keep their Keras names, as the data names them ("image:0" -> "image")
+        rename_tensors(proto.graph, {name: name.rsplit(":", 1)[0] for name in inputs})
     return proto.SerializeToString()
 
 
-def rename_outputs(graph, names: dict[str, str]) -> None:
-    """Give a graph's outputs new names, in the graph's outputs and in the nodes that make or read them."""
+def rename_tensors(graph, names: dict[str, str]) -> None:
+    """Give a graph's inputs and outputs new names, there and in the nodes that make or read them."""
     for node in graph.node:
         node.output[:] = [names.get(name, name) for name in node.output]
         node.input[:] = [names.get(name, name) for name in node.input]
-    for output in graph.output:
-        output.name = names.get(output.name, output.name)
+    for tensor in (*graph.input, *graph.output):
+        tensor.name = names.get(tensor.name, tensor.name)
 
 
 def tflite_to_onnx(data: bytes, opset: int = 13) -> bytes:
@@ -73,7 +79,22 @@ def tflite_to_onnx(data: bytes, opset: int = 13) -> bytes:
         path = Path(tmp) / "model.tflite"  # tf2onnx reads TFLite from a file only
         path.write_bytes(data)
         proto, _ = convert.from_tflite(str(path), opset=opset)
+    names = signature_input_names(data)
+    if len(names) > 1:  # several inputs keep their signature's names (a Keras model's), as the data names them
+        rename_tensors(proto.graph, names)
     return proto.SerializeToString()
+
+
+def signature_input_names(tflite: bytes) -> dict[str, str]:
+    """A TFLite model's input tensor names -> its one signature's input names (none without one signature)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite)
+    if len(interpreter.get_signature_list()) != 1:
+        return {}
+    tensors = {detail["index"]: detail["name"] for detail in interpreter.get_input_details()}
+    return {tensors[detail["index"]]: name
+            for name, detail in interpreter.get_signature_runner().get_input_details().items()}
 
 
 def _tensor_details(tflite: bytes) -> list[dict]:

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import pydantic
 
-from slimlab import registry
+from slimlab import data, registry
 from slimlab.errors import ConfigError, PluginError
 from slimlab.kit import batchnorm
 
@@ -120,14 +120,15 @@ def compile_and_fit(model, splits, *, epochs: int, batch_size: int, learning_rat
 
 
 def representative_samples(splits, count: int, seed: int):
-    """A seeded sample of the calibration split's images (the training split's, without one), one batch of 1 at a
-    time."""
-    images = splits.x_train if splits.x_calibration is None else splits.x_calibration
+    """A seeded sample of the calibration split's inputs (the training split's, without one), one batch of 1 at a
+    time: ``[batch]``, or for several inputs a dict of batches by input name (as TFLite's calibration takes them)."""
+    found = splits.x_train if splits.x_calibration is None else splits.x_calibration
     rng = np.random.default_rng(seed)
-    picked = rng.choice(len(images), size=min(count, len(images)), replace=False)
+    picked = rng.choice(data.count(found), size=min(count, data.count(found)), replace=False)
 
     def generate():
         for i in picked:
-            yield [images[i : i + 1]]
+            one = data.take(found, slice(i, i + 1))
+            yield one if isinstance(one, dict) else [one]
 
     return generate

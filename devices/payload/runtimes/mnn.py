@@ -3,7 +3,9 @@
 Only ``import MNN``: MNN.tools (telemetry and a run-time pip install) is never imported.
 """
 
-from slimlab_payload.runtime import Runtime, random_input
+import re
+
+from slimlab_payload.runtime import Runtime, named_inputs, random_input
 
 # MNN::Interpreter::SessionInfoCode
 MEMORY, FLOPS, THREAD_NUMBER = 0, 1, 4
@@ -16,22 +18,27 @@ class Adapter(Runtime):
         self.config = {"numThread": threads, "precision": "normal", "power": "normal", **options}
         self.interpreter = self.lib.Interpreter(files[0])
         self.session = self.interpreter.createSession(self.config)
-        self.input = self.interpreter.getSessionInput(self.session)
+        # A model converted from TFLite keeps the tensor names of its signature, serving_default_<input>:0.
+        self.inputs = {re.sub(r"^serving_default_(.+):\d+$", r"\1", name): tensor
+                       for name, tensor in self.interpreter.getSessionInputAll(self.session).items()}
 
     def feed(self, rng, input_shape):
-        shape = tuple(self.input.getShape())
-        x = random_input(self.np, shape, self.np.float32, rng)
-        self.input.copyFrom(self.lib.Tensor(shape, self.lib.Halide_Type_Float, x, self.input.getDimensionType()))
+        for tensor in self.inputs.values():
+            self.copy_in(tensor, random_input(self.np, tuple(tensor.getShape()), self.np.float32, rng))
+
+    def copy_in(self, tensor, x):
+        shape = tuple(tensor.getShape())
+        tensor.copyFrom(self.lib.Tensor(shape, self.lib.Halide_Type_Float, x, tensor.getDimensionType()))
 
     def invoke(self):
         self.interpreter.runSession(self.session)
 
     def outputs(self, sample):
-        shape = tuple(self.input.getShape())
-        if sample.ndim == 3 and shape[1:] != sample.shape and shape[1:] == (sample.shape[2], *sample.shape[:2]):
-            sample = sample.transpose(2, 0, 1)  # an NCHW graph input (ONNX models exported channel-first)
-        x = self.np.ascontiguousarray(sample[None], self.np.float32)
-        self.input.copyFrom(self.lib.Tensor(shape, self.lib.Halide_Type_Float, x, self.input.getDimensionType()))
+        for name, value in named_inputs(sample, self.inputs).items():
+            shape = tuple(self.inputs[name].getShape())
+            if value.ndim == 3 and shape[1:] != value.shape and shape[1:] == (value.shape[2], *value.shape[:2]):
+                value = value.transpose(2, 0, 1)  # an NCHW graph input (ONNX models exported channel-first)
+            self.copy_in(self.inputs[name], self.np.ascontiguousarray(value[None], self.np.float32))
         self.interpreter.runSession(self.session)
         return {name: self.host_copy(out) for name, out in self.interpreter.getSessionOutputAll(self.session).items()}
 

@@ -1,6 +1,6 @@
 """onnxruntime's CPU provider, for ``onnx`` models."""
 
-from slimlab_payload.runtime import Runtime, random_input
+from slimlab_payload.runtime import Runtime, named_inputs, random_input
 
 
 class Adapter(Runtime):
@@ -23,8 +23,9 @@ class Adapter(Runtime):
         self.session.run(None, self.feeds)
 
     def outputs(self, sample):
-        feed = self.session.get_inputs()[0]
-        found = self.session.run(None, {feed.name: sample[None].astype(self.np.float32)})
+        names = [tensor.name for tensor in self.session.get_inputs()]
+        found = self.session.run(None, {name: value[None].astype(self.np.float32)
+                                        for name, value in named_inputs(sample, names).items()})
         return {out.name: value[0] for out, value in zip(self.session.get_outputs(), found)}
 
     def applied(self):

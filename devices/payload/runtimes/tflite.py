@@ -2,7 +2,7 @@
 
 import importlib
 
-from slimlab_payload.runtime import PayloadError, Runtime, random_input
+from slimlab_payload.runtime import PayloadError, Runtime, named_inputs, random_input
 
 
 def to_tensor_dtype(np, x, detail):
@@ -42,11 +42,11 @@ class Adapter(Runtime):
         self.interpreter = self.lib.Interpreter(model_path=files[0], num_threads=threads,
                                                    experimental_op_resolver_type=kind)
         self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        # A signature names the outputs as the exporter did (a Keras model's output names); tensor names otherwise.
-        signatures = self.interpreter.get_signature_list()
-        named = self.interpreter.get_signature_runner().get_output_details() if len(signatures) == 1 else {}
-        by_index = {detail["index"]: name for name, detail in named.items()}
+        # A signature names inputs and outputs as the exporter did (a Keras model's); tensor names otherwise.
+        runner = self.interpreter.get_signature_runner() if len(self.interpreter.get_signature_list()) == 1 else None
+        self.inputs = runner.get_input_details() if runner else \
+            {detail["name"]: detail for detail in self.interpreter.get_input_details()}
+        by_index = {detail["index"]: name for name, detail in (runner.get_output_details() if runner else {}).items()}
         self.output_names = {out["index"]: by_index.get(out["index"], out["name"])
                              for out in self.interpreter.get_output_details()}
 
@@ -58,7 +58,9 @@ class Adapter(Runtime):
         self.interpreter.invoke()
 
     def outputs(self, sample):
-        self.interpreter.set_tensor(self.input["index"], to_tensor_dtype(self.np, sample[None], self.input))
+        for name, value in named_inputs(sample, self.inputs).items():
+            detail = self.inputs[name]
+            self.interpreter.set_tensor(detail["index"], to_tensor_dtype(self.np, value[None], detail))
         self.interpreter.invoke()
         return {self.output_names[out["index"]]: from_tensor_dtype(self.np, self.interpreter.get_tensor(out["index"])[0],
                                                                    out)
