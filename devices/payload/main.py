@@ -117,6 +117,7 @@ def compare(args) -> dict:
 
     Round i times one model, then the other (the order flips every round), each for an
     equal share of ``--runs`` and ``--min-seconds``, so drift of the device hits both alike.
+    A first round is timed and dropped: it warms what a fresh process has cold.
     Each round makes both instances afresh, in that round's order, and feeds them the same
     inputs: two instances of one file can differ for as long as they live (where their
     buffers and packed weights sit, which was made first), and that difference must fall
@@ -146,7 +147,8 @@ def compare(args) -> dict:
     rounds, models = [], {}
     before = context.snapshot(sysfs)
     other_work = context.OtherWork()
-    for index in range(args.rounds):
+    # Round -1 warms what a fresh process has cold (caches, allocator, the CPU's clock) and is not kept.
+    for index in range(-1, args.rounds):
         sides = ("baseline", "candidate") if index % 2 == 0 else ("candidate", "baseline")
         models.clear()  # last round's instances go before this round's are made
         models.update((side, fresh(side)) for side in sides)
@@ -159,7 +161,8 @@ def compare(args) -> dict:
                 runtime.invoke()
                 samples.append((time.perf_counter_ns() - t0) / 1e6)
             timed[side] = samples
-        rounds.append(timed)
+        if index >= 0:
+            rounds.append(timed)
     load = other_work.since()
     after = context.snapshot(sysfs)
     if lock is not None:

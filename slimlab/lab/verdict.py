@@ -12,8 +12,9 @@ evidence, consistency and size:
 - ``regression``: the whole interval lies above 1, the candidate was slower in
   significantly many rounds, and the ratio is at least ``1 + min_effect``;
 - ``improvement``: the mirror image;
-- ``unsure``: fewer than ``min_rounds`` rounds, an interval wider than
-  ``max_width`` (too noisy to tell a ``min_effect`` step), a throttled run, or
+- ``unsure``: fewer than ``min_rounds`` rounds, a decisive interval that the
+  sign test does not back, an interval wider than ``max_width`` (too noisy to
+  tell a ``min_effect`` step), a throttled run, or
   rounds that other work shared the device with (:func:`contention`); the caller
   re-measures;
 - ``ok``: otherwise.
@@ -110,6 +111,10 @@ def compare(baseline: list[list[float]], candidate: list[list[float]], threshold
     elif high < 1 and faster and ratio <= 1 - thresholds.min_effect:
         verdict, reason = IMPROVEMENT, f"{(1 - ratio) * 100:.1f}% faster ({thresholds.confidence:.0%} interval " \
                                        f"{(low - 1) * 100:+.1f}% to {(high - 1) * 100:+.1f}%)"
+    elif (low > 1 and ratio >= 1 + thresholds.min_effect) or (high < 1 and ratio <= 1 - thresholds.min_effect):
+        # A decisive interval that the rounds do not back: one or two odd rounds decide neither way.
+        agree = sum((r > 1) == (ratio > 1) for r in per_round)
+        verdict, reason = UNSURE, f"{(ratio - 1) * 100:+.1f}%, but only {agree} of {n} rounds agree"
     elif high - low > thresholds.max_width:
         verdict, reason = UNSURE, f"too noisy: the interval {(low - 1) * 100:+.1f}% to {(high - 1) * 100:+.1f}% " \
                                   f"is wider than {thresholds.max_width:.0%}"

@@ -57,6 +57,16 @@ def test_one_unlucky_round_is_not_a_regression():
     assert compare(baseline, candidate, FAST).verdict in (OK, UNSURE)
 
 
+def test_a_decisive_interval_that_two_rounds_contradict_is_unsure_not_ok():
+    """Eight rounds 10% slower and two a hair faster: the interval lies above 1, the sign test does not back it."""
+    rng = np.random.default_rng(3)
+    baseline, candidate = rounds(0.10, rng, drift=0.0, noise=0.01, outliers=0.0)
+    for index in (2, 7):
+        candidate[index] = baseline[index] * 0.999
+    result = compare(baseline, candidate, FAST)
+    assert result.low > 1 and result.verdict == UNSURE and "only 8 of 10 rounds agree" in result.reason
+
+
 def test_a_throttled_device_is_unsure_whatever_the_numbers():
     rng = np.random.default_rng(13)
     assert compare(*rounds(0.2, rng), FAST, throttled=True).verdict == UNSURE
