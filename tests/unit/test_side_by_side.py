@@ -1,11 +1,11 @@
 """The nightly's side-by-side rounds on this host: fresh instances every round, a calibrated slowdown made outside
-the code under test is caught, and other work beside the rounds makes a series unsure, never a regression."""
+the code under test is never called ok, and other work beside the rounds makes a series unsure, never a
+regression."""
 
 import shlex
 import subprocess
 import sys
 from contextlib import contextmanager
-
 
 from slimlab.lab import verdict
 from slimlab.registry import runners, transports
