@@ -26,6 +26,7 @@ from slimlab.formats import BytesFormat, RuntimeOptions, builtin_adapter
 from slimlab.kit import parity
 from slimlab.kit.export import keras_to_tflite
 from slimlab.stages import Stage, StageParams
+from slimlab_payload.runtimes.tflite import signature_inputs
 
 _WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
 _PASS_THROUGH_OPS = {"DEQUANTIZE", "DENSIFY"}
@@ -107,14 +108,9 @@ class TfliteFormat(BytesFormat):
 
     def input_specs(self, model: bytes) -> dict[str, dict]:
         """By the signature's input names (a Keras model's), else the tensors' names."""
-        interpreter = interpreter_class()(model_content=model)
-        details = interpreter.get_input_details()
-        if len(interpreter.get_signature_list()) == 1:
-            details = list(interpreter.get_signature_runner().get_input_details().items())
-        else:
-            details = [(detail["name"], detail) for detail in details]
+        details = signature_inputs(interpreter_class()(model_content=model))
         return {name: {"shape": [None, *[None if dim < 0 else int(dim) for dim in detail["shape_signature"][1:]]],
-                       "dtype": np.dtype(detail["dtype"]).name} for name, detail in details}
+                       "dtype": np.dtype(detail["dtype"]).name} for name, detail in details.items()}
 
     def weights(self, model: bytes) -> list[np.ndarray]:
         """Constant weight/bias tensors of the weighted ops, following DEQUANTIZE/DENSIFY to what is stored."""

@@ -86,15 +86,12 @@ def tflite_to_onnx(data: bytes, opset: int = 13) -> bytes:
 
 
 def signature_input_names(tflite: bytes) -> dict[str, str]:
-    """A TFLite model's input tensor names -> its one signature's input names (none without one signature)."""
+    """A TFLite model's input tensor names -> its one signature's input names (the same names without one)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=tflite)
-    if len(interpreter.get_signature_list()) != 1:
-        return {}
-    tensors = {detail["index"]: detail["name"] for detail in interpreter.get_input_details()}
-    return {tensors[detail["index"]]: name
-            for name, detail in interpreter.get_signature_runner().get_input_details().items()}
+    from slimlab_payload.runtimes.tflite import signature_inputs
+
+    return {detail["name"]: name for name, detail in signature_inputs(Interpreter(model_content=tflite)).items()}
 
 
 def _tensor_details(tflite: bytes) -> list[dict]:

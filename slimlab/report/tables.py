@@ -274,20 +274,20 @@ def compare_with_reference(table: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 def failed_steps(summary: Path) -> list[str]:
     """One line per recipe whose steps failed: ``recipe: steps: message``."""
-    table = pd.read_parquet(summary)
-    if "status" not in table:
-        return []
-    failed = table[table["status"] == "stage_failed"].drop_duplicates(["recipe", "error"])
+    failed = with_status(summary, "stage_failed").drop_duplicates(["recipe", "error"])
     return [f"{row.recipe}: {row.steps}: {row.error}" for row in failed.itertuples()]
 
 
 def budgets_missed(summary: Path) -> list[str]:
     """One line per recipe and format outside its quality budget, with both numbers."""
-    table = pd.read_parquet(summary)
-    if "status" not in table:
-        return []
-    missed = table[table["status"] == BUDGET_MISSED].drop_duplicates(["recipe", "format"])
+    missed = with_status(summary, BUDGET_MISSED).drop_duplicates(["recipe", "format"])
     return [f"{row.recipe} ({row.format}): {row.error}" for row in missed.itertuples()]
+
+
+def with_status(summary: Path, status: str) -> pd.DataFrame:
+    """The summary's rows of one status (none when nothing was recorded)."""
+    table = pd.read_parquet(summary)
+    return table[table["status"] == status] if "status" in table else table.iloc[0:0]
 
 
 def fastest(table: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,13 @@ def from_tensor_dtype(np, y, detail):
     return y.astype(np.float32)
 
 
+def signature_inputs(interpreter) -> dict[str, dict]:
+    """Input details by the one signature's names (as the exporter named them: a Keras model's), else by tensor."""
+    if len(interpreter.get_signature_list()) == 1:
+        return interpreter.get_signature_runner().get_input_details()
+    return {detail["name"]: detail for detail in interpreter.get_input_details()}
+
+
 class Adapter(Runtime):
     def __init__(self, np):
         super().__init__(np)
@@ -42,11 +49,11 @@ class Adapter(Runtime):
         self.interpreter = self.lib.Interpreter(model_path=files[0], num_threads=threads,
                                                    experimental_op_resolver_type=kind)
         self.interpreter.allocate_tensors()
-        # A signature names inputs and outputs as the exporter did (a Keras model's); tensor names otherwise.
-        runner = self.interpreter.get_signature_runner() if len(self.interpreter.get_signature_list()) == 1 else None
-        self.inputs = runner.get_input_details() if runner else \
-            {detail["name"]: detail for detail in self.interpreter.get_input_details()}
-        by_index = {detail["index"]: name for name, detail in (runner.get_output_details() if runner else {}).items()}
+        self.inputs = signature_inputs(self.interpreter)
+        # A signature names the outputs as the exporter did (a Keras model's output names); tensor names otherwise.
+        signatures = self.interpreter.get_signature_list()
+        named = self.interpreter.get_signature_runner().get_output_details() if len(signatures) == 1 else {}
+        by_index = {detail["index"]: name for name, detail in named.items()}
         self.output_names = {out["index"]: by_index.get(out["index"], out["name"])
                              for out in self.interpreter.get_output_details()}
 
